@@ -1,0 +1,51 @@
+# `make run` serves InterOcc on the embedded SQLite database; `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
+export INTEROCC_BASE_URL ?= http://$(HOST):$(PORT)
+
+.PHONY: install run test test-sqlite test-postgres lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data/secret_key:
+	mkdir -p data
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
+	chmod 600 $@
+
+run: install data/secret_key
+	export INTEROCC_SECRET_KEY="$${INTEROCC_SECRET_KEY:-$$(cat data/secret_key)}"; \
+	$(BIN)/interocc migrate && \
+	exec $(BIN)/interocc serve --host $(HOST) --port $(PORT) --with-worker
+
+test: install
+	$(BIN)/pytest
+
+test-sqlite: install
+	INTEROCC_TEST_BACKENDS=sqlite $(BIN)/pytest
+
+test-postgres: install
+	INTEROCC_TEST_BACKENDS=postgresql $(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
+	$(BIN)/mypy server
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -1,0 +1,196 @@
+"""Remote actors: fetched through the guarded client, checked, normalised and cached."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urldefrag, urlsplit
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise
+from server.context import Context
+from server.errors import BadRequest, RemoteError
+from server.models import Follower, RemoteActor, RemoteKey
+
+ACTOR_TYPES = {"Person", "Group", "Organization", "Service", "Application"}
+ACTOR_TTL = timedelta(days=1)
+
+
+def host_of(uri: str) -> str:
+    return (urlsplit(uri).hostname or "").lower()
+
+
+def origin_of(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def same_origin(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and host_of(a) == host_of(b) and host_of(a) != ""
+
+
+def _http_url(value: object) -> str | None:
+    url = id_of(value)
+    if url and urlsplit(url).scheme in {"http", "https"} and urlsplit(url).hostname:
+        return url
+    return None
+
+
+def parse_actor(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields we keep from a normalised actor document; BadRequest if it is not one."""
+    actor_id = _http_url(doc.get("id"))
+    types = set(as_list(doc.get("type")))
+    if actor_id is None or not types & ACTOR_TYPES:
+        raise BadRequest("not an actor document")
+    inbox = _http_url(doc.get("inbox"))
+    if inbox is None:
+        raise BadRequest("actor has no inbox")
+    endpoints = doc.get("endpoints")
+    shared = _http_url(endpoints.get("sharedInbox")) if isinstance(endpoints, dict) else None
+    name = doc.get("name")
+    username = doc.get("preferredUsername")
+    return {
+        "uri": actor_id,
+        "domain": host_of(actor_id),
+        "type": sorted(types & ACTOR_TYPES)[0],
+        "preferred_username": username[:255] if isinstance(username, str) else None,
+        "name": name[:500] if isinstance(name, str) else None,
+        "inbox_uri": inbox,
+        "shared_inbox_uri": shared,
+        "url": _http_url(doc.get("url")),
+    }
+
+
+def public_keys_of(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(key id, owner, PEM) for each publicKey entry of an actor or key document."""
+    keys: list[tuple[str, str, str]] = []
+    candidates: list[Any] = as_list(doc.get("publicKey"))
+    if "publicKeyPem" in doc:
+        candidates.append(doc)
+    for entry in candidates:
+        if not isinstance(entry, dict):
+            continue
+        key_id, owner, pem = id_of(entry.get("id")), id_of(entry.get("owner")), entry.get("publicKeyPem")
+        if key_id and owner and isinstance(pem, str):
+            keys.append((key_id, owner, pem))
+    return keys
+
+
+async def fetch_document(ctx: Context, uri: str) -> dict[str, Any]:
+    """GET and normalise a remote object whose id must be the URL it was fetched from."""
+    fetched = await ctx.client.fetch_json(uri, auth=ctx.instance_auth())
+    try:
+        doc = normalise(fetched.document)
+    except JsonLdError as exc:
+        raise RemoteError("remote document is not valid JSON-LD", detail=uri) from exc
+    doc_id = id_of(doc.get("id"))
+    # A document is only trusted for the id it claims when it was served at that id
+    # (Mastodon requires the same); a redirect is fine if it lands on the claimed id.
+    if doc_id not in {uri, fetched.url}:
+        raise RemoteError("remote document id does not match its URL", detail=uri)
+    return doc
+
+
+async def store_actor(session: AsyncSession, ctx: Context, doc: dict[str, Any]) -> RemoteActor:
+    fields = parse_actor(doc)
+    actor = (
+        await session.scalars(select(RemoteActor).where(RemoteActor.uri == fields["uri"]))
+    ).first()
+    if actor is None:
+        actor = RemoteActor(**fields)
+        session.add(actor)
+    else:
+        for name, value in fields.items():
+            setattr(actor, name, value)
+    actor.document = doc
+    actor.fetched_at = ctx.clock()
+    for key_id, owner, pem in public_keys_of(doc):
+        if owner == actor.uri:
+            await store_key(session, ctx, key_id=key_id, owner_uri=owner, pem=pem)
+    await session.flush()
+    return actor
+
+
+async def store_key(
+    session: AsyncSession, ctx: Context, *, key_id: str, owner_uri: str, pem: str
+) -> RemoteKey:
+    key = (await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))).first()
+    if key is None:
+        key = RemoteKey(key_id=key_id, owner_uri=owner_uri, public_key_pem=pem)
+        session.add(key)
+    else:
+        key.owner_uri, key.public_key_pem = owner_uri, pem
+    key.fetched_at = ctx.clock()
+    await session.flush()
+    return key
+
+
+async def fetch_actor(
+    session: AsyncSession, ctx: Context, uri: str, *, refresh: bool = False
+) -> RemoteActor:
+    """The cached actor, or a fresh copy fetched from its origin."""
+    actor = (await session.scalars(select(RemoteActor).where(RemoteActor.uri == uri))).first()
+    if actor is not None and not refresh and ctx.clock() - actor.fetched_at < ACTOR_TTL:
+        return actor
+    doc = await fetch_document(ctx, uri)
+    try:
+        return await store_actor(session, ctx, doc)
+    except BadRequest as exc:
+        raise RemoteError(exc.message, detail=uri) from exc
+
+
+async def lookup_key(
+    session: AsyncSession, ctx: Context, key_id: str, *, refresh: bool = False
+) -> RemoteKey:
+    """The public key for a signature's keyId, from cache or fetched (actor or key document)."""
+    if not refresh:
+        cached = (await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))).first()
+        if cached is not None:
+            return cached
+    url = urldefrag(key_id).url
+    doc = await fetch_document(ctx, url)
+    if set(as_list(doc.get("type"))) & ACTOR_TYPES:
+        actor = await store_actor(session, ctx, doc)
+        key = (
+            await session.scalars(
+                select(RemoteKey).where(
+                    RemoteKey.key_id == key_id, RemoteKey.owner_uri == actor.uri
+                )
+            )
+        ).first()
+        if key is None:
+            raise RemoteError("the actor does not publish that key", detail=key_id)
+        return key
+    # A separate key document: its owner must list the key among its own.
+    for found_id, owner, pem in public_keys_of(doc):
+        if found_id == key_id:
+            actor = await fetch_actor(session, ctx, owner, refresh=True)
+            key = (
+                await session.scalars(
+                    select(RemoteKey).where(
+                        RemoteKey.key_id == key_id, RemoteKey.owner_uri == actor.uri
+                    )
+                )
+            ).first()
+            if key is None:
+                # Some servers (GoToSocial) publish the key only in the key document; the
+                # owner must then be on the key's own origin.
+                if not same_origin(owner, key_id):
+                    raise RemoteError("key owner is on another origin", detail=key_id)
+                key = await store_key(session, ctx, key_id=key_id, owner_uri=owner, pem=pem)
+            return key
+    raise RemoteError("no public key in the key document", detail=key_id)
+
+
+async def forget_actor(session: AsyncSession, actor_uri: str) -> bool:
+    """Remove a deleted remote actor everywhere: followers, keys, cached profile."""
+    actor = (await session.scalars(select(RemoteActor).where(RemoteActor.uri == actor_uri))).first()
+    await session.execute(delete(RemoteKey).where(RemoteKey.owner_uri == actor_uri))
+    if actor is None:
+        return False
+    await session.execute(delete(Follower).where(Follower.actor_id == actor.id))
+    await session.delete(actor)
+    await session.flush()
+    return True

@@ -1,0 +1,243 @@
+"""The one outgoing HTTP client: signing, SSRF guard, size and time limits.
+
+Every remote GET and every delivery POST goes through :class:`FederationClient`.
+The guard sits in the network backend, so the address that is checked is the address
+that is connected to — after DNS, for every connection, redirects included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import socket
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import anyio
+import httpcore
+import httpx
+
+from server.activitypub.signatures import PrivateKey, sign_request
+from server.activitypub.vocab import AS2_MEDIA_TYPE, LD_MEDIA_TYPE
+from server.errors import RemoteError, UnsafeAddress
+
+AS2_ACCEPT = f"{AS2_MEDIA_TYPE}, {LD_MEDIA_TYPE}"
+MAX_REDIRECTS = 5
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host itself, refuses non-public addresses, connects to the checked IP."""
+
+    def __init__(self, *, allow_private: bool) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._allow_private = allow_private
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):
+                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError) as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        allowed = [a for a in addresses if self._allow_private or is_public_address(a)]
+        if not allowed:
+            raise UnsafeAddress(detail=f"{host} resolves only to non-public addresses")
+        last: Exception | None = None
+        for address in allowed:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:  # try the next address
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise UnsafeAddress(detail="unix sockets are not reachable")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, *, allow_private: bool, limits: httpx.Limits) -> None:
+        super().__init__(trust_env=False, limits=limits)
+        # httpx exposes no network_backend option, so the pool it built is replaced by an
+        # identical one that connects through the guard.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(allow_private=allow_private),
+        )
+
+
+class SignatureAuth(httpx.Auth):
+    """Signs each request afresh (draft-cavage), so a retried delivery carries a new Date."""
+
+    requires_request_body = True
+
+    def __init__(self, key_id: str, private_key: PrivateKey, clock: Clock = utc_now) -> None:
+        self.key_id = key_id
+        self.private_key = private_key
+        self.clock = clock
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        body = request.content if request.method != "GET" else None
+        signed = sign_request(
+            request.method,
+            str(request.url),
+            dict(request.headers),
+            body,
+            key_id=self.key_id,
+            private_key=self.private_key,
+            now=self.clock(),
+        )
+        for name, value in signed.items():
+            request.headers[name] = value
+        yield request
+
+
+@dataclass(frozen=True)
+class Fetched:
+    url: str  # the final URL after redirects
+    status: int
+    document: dict[str, Any]
+
+
+def check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise UnsafeAddress(f"only http(s) URLs can be fetched, not {url[:200]!r}")
+    if parts.username or parts.password:
+        raise UnsafeAddress("URLs with credentials are not fetched")
+
+
+class FederationClient:
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        allow_private: bool,
+        timeout: float,
+        max_bytes: int,
+        delivery_timeout: float,
+    ) -> None:
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.delivery_timeout = delivery_timeout
+        self.http = httpx.AsyncClient(
+            transport=GuardedTransport(allow_private=allow_private, limits=limits),
+            headers={"User-Agent": user_agent},
+            timeout=httpx.Timeout(timeout),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _read_limited(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise RemoteError("remote document too large", detail=str(response.url))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_raw():
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise RemoteError("remote document too large", detail=str(response.url))
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        encoding = response.headers.get("content-encoding", "").lower()
+        if encoding in {"gzip", "deflate", "br"}:
+            # Decode by hand with the same bound: a small compressed body may be huge.
+            decoded = httpx.Response(200, headers={"content-encoding": encoding}, content=raw)
+            data = decoded.content
+            if len(data) > self.max_bytes:
+                raise RemoteError("remote document too large", detail=str(response.url))
+            return data
+        return raw
+
+    async def get(
+        self, url: str, *, accept: str = AS2_ACCEPT, auth: httpx.Auth | None = None
+    ) -> tuple[httpx.Response, bytes]:
+        """GET with redirects followed by hand (each hop checked), bounded in size and time."""
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            check_url(current)
+            request = self.http.build_request("GET", current, headers={"Accept": accept})
+            try:
+                async with asyncio.timeout(self.timeout * 2):
+                    response = await self.http.send(request, auth=auth, stream=True)
+                    try:
+                        if response.is_redirect and "location" in response.headers:
+                            current = urljoin(current, response.headers["location"])
+                            continue
+                        body = await self._read_limited(response)
+                    finally:
+                        await response.aclose()
+            except TimeoutError as exc:
+                raise RemoteError("remote server timed out", detail=current) from exc
+            except httpx.HTTPError as exc:
+                raise RemoteError("remote server unreachable", detail=f"{current}: {exc}") from exc
+            return response, body
+        raise RemoteError("too many redirects", detail=url)
+
+    async def fetch_json(self, url: str, *, auth: httpx.Auth | None = None, accept: str = AS2_ACCEPT) -> Fetched:
+        response, body = await self.get(url, accept=accept, auth=auth)
+        if response.status_code == 410:
+            raise RemoteError("remote object is gone", detail=url)
+        if response.status_code != 200:
+            raise RemoteError(
+                f"remote server answered {response.status_code}", detail=f"GET {url}"
+            )
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise RemoteError("remote document is not JSON", detail=url) from exc
+        if not isinstance(document, dict):
+            raise RemoteError("remote document is not a JSON object", detail=url)
+        return Fetched(url=str(response.url), status=response.status_code, document=document)
+
+    async def post(self, url: str, body: bytes, *, auth: httpx.Auth) -> httpx.Response:
+        """POST an activity; redirects are not followed (the signature covers the target)."""
+        check_url(url)
+        async with asyncio.timeout(self.delivery_timeout * 2):
+            response = await self.http.post(
+                url,
+                content=body,
+                headers={"Content-Type": AS2_MEDIA_TYPE, "Accept": AS2_ACCEPT},
+                auth=auth,
+                timeout=httpx.Timeout(self.delivery_timeout),
+            )
+        return response

@@ -1,0 +1,326 @@
+"""Incoming activities: verify, tie to the signer, dedupe, handle, store.
+
+Order (see STYLE.md): size limit → parse → verify (refetch the key once) → the key's owner is
+the actor → normalise → dedupe by id → handler → store → 202. A request that fails any
+step changes nothing in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assemblies, activities
+from server.activitypub import delivery
+from server.activitypub.actors import (
+    fetch_actor,
+    forget_actor,
+    lookup_key,
+    parse_actor,
+    same_origin,
+    store_actor,
+)
+from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise
+from server.activitypub.signatures import (
+    Rejected,
+    load_public_key,
+    parse_signature,
+    verify_request,
+)
+from server.context import Context
+from server.errors import BadRequest, Forbidden, NotFound, RemoteError, Unauthorized
+from server.models import (
+    Assembly,
+    AssemblyStatus,
+    Follower,
+    FollowerStatus,
+    InboxActivity,
+    RemoteActor,
+    RemoteKey,
+)
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Received:
+    activity_id: str
+    actor_uri: str
+    type: str
+    duplicate: bool = False
+    ignored: bool = False
+
+
+@dataclass(frozen=True)
+class Incoming:
+    ctx: Context
+    session: AsyncSession
+    activity: Doc  # normalised
+    actor_uri: str
+    inbox_assembly: Assembly | None  # None for the shared inbox
+
+
+Handler = Callable[[Incoming], Awaitable[bool]]  # returns False when the activity was ignored
+HANDLERS: dict[str, Handler] = {}
+
+
+def handles(activity_type: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        HANDLERS[activity_type] = fn
+        return fn
+
+    return register
+
+
+async def _verify(
+    ctx: Context,
+    session: AsyncSession,
+    *,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    activity: Doc,
+) -> str | None:
+    """The key owner's URI when the signature holds; None for a Delete of an unknown actor."""
+    info = parse_signature(headers)
+    if isinstance(info, Rejected):
+        raise Unauthorized(info.reason)
+    cached = (
+        await session.scalars(select(RemoteKey).where(RemoteKey.key_id == info.key_id))
+    ).first()
+    try:
+        key = cached or await lookup_key(session, ctx, info.key_id)
+    except RemoteError as exc:
+        # An actor deleting itself is gone (410) by the time we could fetch its key; if we
+        # never knew it there is nothing to remove, so answer politely and store nothing.
+        if activity.get("type") == "Delete" and id_of(activity.get("object")) == id_of(
+            activity.get("actor")
+        ):
+            return None
+        raise Unauthorized(f"could not obtain the signing key: {exc.message}") from exc
+
+    def check(pem: str) -> Rejected | None:
+        public_key = load_public_key(pem)
+        if public_key is None:
+            return Rejected("the signing key cannot be parsed")
+        result = verify_request(
+            method,
+            target,
+            headers,
+            body,
+            public_key=public_key,
+            now=ctx.clock(),
+            window=ctx.settings.signature_window,
+            authority=ctx.urls.host,
+        )
+        return result if isinstance(result, Rejected) else None
+
+    failure = check(key.public_key_pem)
+    if failure is not None and cached is not None:
+        # The key may have been rotated since we cached it: fetch it once more.
+        try:
+            key = await lookup_key(session, ctx, info.key_id, refresh=True)
+        except RemoteError as exc:
+            raise Unauthorized(f"signature not verified: {failure.reason}") from exc
+        failure = check(key.public_key_pem)
+    if failure is not None:
+        raise Unauthorized(f"signature not verified: {failure.reason}")
+    return key.owner_uri
+
+
+async def receive(
+    ctx: Context,
+    session: AsyncSession,
+    *,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    inbox_handle: str | None,
+) -> Received:
+    """The whole pipeline for one POST to an inbox; the caller commits on success."""
+    inbox_assembly = None
+    if inbox_handle is not None:
+        inbox_assembly = await assemblies.get_public(session, inbox_handle)
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("body is not a JSON object")
+    actor_uri = id_of(raw.get("actor"))
+    if not actor_uri:
+        raise BadRequest("activity has no actor")
+    owner = await _verify(
+        ctx, session, method=method, target=target, headers=headers, body=body, activity=raw
+    )
+    if owner is None:
+        return Received(str(raw.get("id")), actor_uri, "Delete", ignored=True)
+    if owner != actor_uri:
+        raise Unauthorized("the signing key does not belong to the activity's actor")
+    try:
+        activity = normalise(raw)
+    except JsonLdError as exc:
+        raise BadRequest(f"invalid JSON-LD: {exc}") from exc
+    activity_id = id_of(activity.get("id"))
+    types = as_list(activity.get("type"))
+    activity_type = types[0] if types and isinstance(types[0], str) else ""
+    if not activity_id or not activity_type:
+        raise BadRequest("activity needs an id and a type")
+    if id_of(activity.get("actor")) != actor_uri:
+        raise BadRequest("activity actor changed under normalisation")
+    if not same_origin(activity_id, actor_uri):
+        raise Forbidden("activity id is not on the actor's origin")
+    seen = await session.scalar(select(InboxActivity.id).where(InboxActivity.uri == activity_id))
+    if seen is not None:
+        return Received(activity_id, actor_uri, activity_type, duplicate=True)
+    handler = HANDLERS.get(activity_type)
+    handled = False
+    if handler is not None:
+        handled = await handler(Incoming(ctx, session, activity, actor_uri, inbox_assembly))
+    session.add(
+        InboxActivity(
+            uri=activity_id,
+            actor_uri=actor_uri,
+            type=activity_type[:40],
+            document=activity,
+            received_at=ctx.clock(),
+        )
+    )
+    await session.flush()
+    return Received(activity_id, actor_uri, activity_type, ignored=not handled)
+
+
+async def _local_assembly(incoming: Incoming, uri: str | None) -> Assembly:
+    """The approved assembly a URI names; NotFound otherwise."""
+    urls = incoming.ctx.urls
+    path = urls.local_path(uri or "")
+    prefix = urls.actor("")
+    if path is None or not (uri or "").startswith(prefix):
+        raise NotFound("the object is not an assembly on this instance")
+    handle = (uri or "").removeprefix(prefix)
+    assembly = await assemblies.find(incoming.session, handle)
+    if assembly is None or assembly.status != AssemblyStatus.APPROVED:
+        raise NotFound("the object is not an assembly on this instance")
+    return assembly
+
+
+async def send_accept(
+    ctx: Context, session: AsyncSession, assembly: Assembly, actor: RemoteActor, follow: Doc
+) -> None:
+    now = ctx.clock()
+    follow_doc = {
+        "id": follow["id"],
+        "type": "Follow",
+        "actor": actor.uri,
+        "object": ctx.urls.actor(assembly.handle),
+    }
+    # The Follow is embedded with its id: Mastodon matches the Accept by that id.
+    activity = await activities.record(
+        session,
+        ctx.urls,
+        assembly=assembly,
+        activity_type="Accept",
+        obj=follow_doc,
+        to=[actor.uri],
+        public=False,
+        now=now,
+    )
+    await delivery.enqueue(session, activity, [actor.inbox_uri], now=now)
+    ctx.wake.set()
+
+
+@handles("Follow")
+async def handle_follow(incoming: Incoming) -> bool:
+    ctx, session, activity = incoming.ctx, incoming.session, incoming.activity
+    assembly = await _local_assembly(incoming, id_of(activity.get("object")))
+    actor = await fetch_actor(session, ctx, incoming.actor_uri)
+    follower = (
+        await session.scalars(
+            select(Follower).where(
+                Follower.assembly_id == assembly.id, Follower.actor_id == actor.id
+            )
+        )
+    ).first()
+    if follower is None:
+        follower = Follower(
+            assembly_id=assembly.id,
+            actor_id=actor.id,
+            follow_uri=activity["id"],
+            status=(
+                FollowerStatus.PENDING
+                if assembly.manually_approves_followers
+                else FollowerStatus.ACCEPTED
+            ),
+            created_at=ctx.clock(),
+        )
+        session.add(follower)
+    else:
+        # A repeated Follow (the remote lost our Accept, or follows again): keep one row,
+        # remember the newest Follow id, and accept it again if it was accepted before.
+        follower.follow_uri = activity["id"]
+    await session.flush()
+    if follower.status == FollowerStatus.ACCEPTED:
+        await send_accept(ctx, session, assembly, actor, activity)
+    return True
+
+
+@handles("Undo")
+async def handle_undo(incoming: Incoming) -> bool:
+    session, activity = incoming.session, incoming.activity
+    obj = activity.get("object")
+    inner_type = obj.get("type") if isinstance(obj, dict) else None
+    object_id = id_of(obj)
+    if isinstance(obj, dict):
+        if id_of(obj.get("actor")) not in {None, incoming.actor_uri}:
+            raise Forbidden("cannot undo another actor's activity")
+        if inner_type not in {None, "Follow"}:
+            return False  # Undo of a Like or Announce: nothing of ours to change
+    query = select(Follower).join(RemoteActor).where(RemoteActor.uri == incoming.actor_uri)
+    if isinstance(obj, dict) and inner_type == "Follow" and id_of(obj.get("object")):
+        target = await _local_assembly(incoming, id_of(obj.get("object")))
+        query = query.where(Follower.assembly_id == target.id)
+    elif object_id:
+        query = query.where(Follower.follow_uri == object_id)
+    else:
+        raise BadRequest("Undo without an object")
+    rows = (await session.scalars(query)).all()
+    for row in rows:
+        await session.delete(row)
+    await session.flush()
+    return bool(rows)
+
+
+@handles("Delete")
+async def handle_delete(incoming: Incoming) -> bool:
+    object_id = id_of(incoming.activity.get("object"))
+    if object_id == incoming.actor_uri:
+        return await forget_actor(incoming.session, incoming.actor_uri)
+    return False  # remote posts are not stored yet
+
+
+@handles("Update")
+async def handle_update(incoming: Incoming) -> bool:
+    obj = incoming.activity.get("object")
+    if not isinstance(obj, dict) or id_of(obj) != incoming.actor_uri:
+        return False
+    try:
+        parse_actor(obj)
+    except BadRequest:
+        return False
+    known = await incoming.session.scalar(
+        select(RemoteActor.id).where(RemoteActor.uri == incoming.actor_uri)
+    )
+    if known is None:
+        return False
+    await store_actor(incoming.session, incoming.ctx, obj)
+    return True

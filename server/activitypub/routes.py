@@ -1,0 +1,336 @@
+"""ActivityPub endpoints: actors, inboxes, collections and objects, with content negotiation.
+
+Routes are thin: parse, call one domain function, render. Every id in a document is the
+URL it is served at (built by server.urls, whose templates these routes are declared with).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server import assemblies, communiques, urls
+from server.activitypub import inbox
+from server.activitypub.negotiation import wants_activity_json
+from server.activitypub.vocab import (
+    AS2_MEDIA_TYPE,
+    CONTEXT,
+    build_actor,
+    build_collection,
+    build_collection_page,
+    build_tombstone,
+)
+from server.content import plain_to_html
+from server.context import Context
+from server.errors import BadRequest, Gone, NotFound, PayloadTooLarge
+from server.models import (
+    Activity,
+    Assembly,
+    Communique,
+    Follower,
+    FollowerStatus,
+    InboxActivity,
+    RemoteActor,
+)
+from server.web.pages import render
+
+PAGE_SIZE = 20
+
+
+class ActivityResponse(JSONResponse):
+    media_type = f"{AS2_MEDIA_TYPE}; charset=utf-8"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def as2(document: dict[str, Any], media: str | None = None, status: int = 200) -> Response:
+    headers = {"Vary": "Accept", "Access-Control-Allow-Origin": "*"}
+    response = ActivityResponse(document, status_code=status, headers=headers)
+    if media and media.startswith("application/ld+json"):
+        response.headers["content-type"] = media
+    return response
+
+
+def _ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def actor_document(ctx: Context, assembly: Assembly) -> dict[str, Any]:
+    u, h = ctx.urls, assembly.handle
+    return build_actor(
+        actor_id=u.actor(h),
+        handle=h,
+        name=assembly.name,
+        summary_html=plain_to_html(assembly.summary),
+        inbox=u.inbox(h),
+        outbox=u.outbox(h),
+        followers=u.followers(h),
+        following=u.following(h),
+        featured=u.featured(h),
+        shared_inbox=u.shared_inbox(),
+        key_id=u.key_id(h),
+        public_key_pem=assembly.public_key_pem,
+        manually_approves_followers=assembly.manually_approves_followers,
+        discoverable=assembly.discoverable,
+        published=assembly.approved_at or assembly.created_at,
+        icon_url=assembly.icon_url,
+    )
+
+
+async def actor(request: Request) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, request.path_params["handle"])
+        media = wants_activity_json(request.headers.get("accept"))
+        if media:
+            return as2(actor_document(ctx, assembly), media)
+        recent = (
+            await session.scalars(
+                select(Communique)
+                .where(Communique.assembly_id == assembly.id, Communique.deleted_at.is_(None))
+                .order_by(Communique.published_at.desc(), Communique.id.desc())
+                .limit(PAGE_SIZE)
+            )
+        ).all()
+        followers = await assemblies.follower_count(session, assembly.id)
+    return render(
+        request,
+        "assembly.html",
+        assembly=assembly,
+        summary_html=plain_to_html(assembly.summary),
+        communiques=recent,
+        followers=followers,
+        acct=f"@{assembly.handle}@{ctx.urls.host}",
+        urls=ctx.urls,
+    )
+
+
+async def instance_actor(request: Request) -> Response:
+    ctx = _ctx(request)
+    u = ctx.urls
+    document = {
+        "@context": CONTEXT,
+        "id": u.instance_actor(),
+        "type": "Application",
+        "preferredUsername": u.host,
+        "name": ctx.settings.instance_name,
+        "inbox": u.shared_inbox(),
+        "outbox": u.instance_actor() + "/outbox",
+        "endpoints": {"sharedInbox": u.shared_inbox()},
+        "publicKey": {
+            "id": u.instance_key_id(),
+            "owner": u.instance_actor(),
+            "publicKeyPem": ctx.instance_public_key_pem,
+        },
+        "manuallyApprovesFollowers": True,
+        "discoverable": False,
+        "url": u.base + "/",
+    }
+    return as2(document, wants_activity_json(request.headers.get("accept")))
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def post_inbox(request: Request) -> Response:
+    ctx = _ctx(request)
+    body = await _read_body(request, ctx.settings.max_body_bytes)
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    handle = request.path_params.get("handle")
+    async with ctx.sessions() as session:
+        try:
+            async with session.begin():
+                result = await inbox.receive(
+                    ctx,
+                    session,
+                    method=request.method,
+                    target=target,
+                    headers=request.headers,
+                    body=body,
+                    inbox_handle=handle,
+                )
+        except IntegrityError:
+            # The same activity arrived twice at once; the other request stored it.
+            activity_id = json.loads(body).get("id")
+            seen = await session.scalar(
+                select(InboxActivity.id).where(InboxActivity.uri == str(activity_id))
+            )
+            if seen is None:
+                raise
+            return JSONResponse({"status": "duplicate"}, status_code=202)
+    ctx.wake.set()
+    status = "duplicate" if result.duplicate else "ignored" if result.ignored else "accepted"
+    return JSONResponse({"status": status}, status_code=202)
+
+
+def _page_number(request: Request) -> int | None:
+    raw = request.query_params.get("page")
+    if raw is None:
+        return None
+    if raw == "true":
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise BadRequest("page must be a positive number")
+    return int(raw)
+
+
+def _paged(
+    collection_id: str, total: int, page: int | None, items: list[Any], request: Request
+) -> Response:
+    media = wants_activity_json(request.headers.get("accept")) or None
+    if page is None:
+        first = f"{collection_id}?page=1"
+        return as2(build_collection(collection_id=collection_id, total=total, first=first), media)
+    has_next = page * PAGE_SIZE < total
+    doc = build_collection_page(
+        page_id=f"{collection_id}?page={page}",
+        part_of=collection_id,
+        items=items,
+        next_page=f"{collection_id}?page={page + 1}" if has_next else None,
+        prev_page=f"{collection_id}?page={page - 1}" if page > 1 else None,
+    )
+    doc["totalItems"] = total
+    return as2(doc, media)
+
+
+async def outbox(request: Request) -> Response:
+    ctx = _ctx(request)
+    page = _page_number(request)
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, request.path_params["handle"])
+        total = await assemblies.communique_count(session, assembly.id)
+        items: list[Any] = []
+        if page is not None:
+            rows = (
+                await session.execute(
+                    select(Activity, Communique)
+                    .join(Communique, Communique.id == Activity.communique_id)
+                    .where(
+                        Communique.assembly_id == assembly.id,
+                        Communique.deleted_at.is_(None),
+                        Activity.type == "Create",
+                    )
+                    .order_by(Communique.published_at.desc(), Communique.id.desc())
+                    .offset((page - 1) * PAGE_SIZE)
+                    .limit(PAGE_SIZE)
+                )
+            ).all()
+            for activity, communique in rows:
+                item = {k: v for k, v in activity.document.items() if k != "@context"}
+                item["object"] = communiques.note_document(ctx.urls, assembly, communique)
+                items.append(item)
+    return _paged(ctx.urls.outbox(assembly.handle), total, page, items, request)
+
+
+async def followers(request: Request) -> Response:
+    ctx = _ctx(request)
+    page = _page_number(request)
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, request.path_params["handle"])
+        total = await assemblies.follower_count(session, assembly.id)
+        items: list[Any] = []
+        if page is not None:
+            items = list(
+                (
+                    await session.scalars(
+                        select(RemoteActor.uri)
+                        .join(Follower, Follower.actor_id == RemoteActor.id)
+                        .where(
+                            Follower.assembly_id == assembly.id,
+                            Follower.status == FollowerStatus.ACCEPTED,
+                        )
+                        .order_by(Follower.id.desc())
+                        .offset((page - 1) * PAGE_SIZE)
+                        .limit(PAGE_SIZE)
+                    )
+                ).all()
+            )
+    return _paged(ctx.urls.followers(assembly.handle), total, page, items, request)
+
+
+async def empty_collection(request: Request) -> Response:
+    """following and featured: real collections, empty until assemblies follow and pin."""
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, request.path_params["handle"])
+    which = request.url.path.rsplit("/", 1)[-1]
+    collection_id = getattr(ctx.urls, which)(assembly.handle)
+    if which == "featured":
+        doc = build_collection(collection_id=collection_id, total=0, first=None)
+        doc["orderedItems"] = []
+        return as2(doc, wants_activity_json(request.headers.get("accept")))
+    return _paged(collection_id, 0, _page_number(request), [], request)
+
+
+async def communique(request: Request) -> Response:
+    ctx = _ctx(request)
+    handle, public_id = request.path_params["handle"], request.path_params["public_id"]
+    media = wants_activity_json(request.headers.get("accept"))
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, handle)
+        assembly, item = await communiques.get(session, assembly.handle, public_id)
+    note_url = ctx.urls.communique(assembly.handle, item.public_id)
+    if item.deleted_at is not None:
+        if media:
+            tomb = build_tombstone(object_id=note_url, deleted=item.deleted_at)
+            return as2({"@context": CONTEXT, **tomb}, media, status=410)
+        raise Gone("this communiqué was deleted")
+    if media:
+        note = communiques.note_document(ctx.urls, assembly, item)
+        return as2({"@context": CONTEXT, **note}, media)
+    return render(
+        request, "communique.html", assembly=assembly, communique=item, urls=ctx.urls
+    )
+
+
+async def activity(request: Request) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        row = (
+            await session.execute(
+                select(Activity, Communique)
+                .outerjoin(Communique, Communique.id == Activity.communique_id)
+                .where(Activity.public_id == request.path_params["public_id"])
+            )
+        ).first()
+    # Only public activities can be read by anyone; an Accept is the follower's business.
+    if row is None or not row[0].public:
+        raise NotFound()
+    found, item = row
+    if found.type == "Create" and item is not None and item.deleted_at is not None:
+        raise Gone("this communiqué was deleted")
+    return as2(found.document, wants_activity_json(request.headers.get("accept")))
+
+
+
+routes = [
+    Route(urls.INSTANCE_ACTOR, instance_actor),
+    Route(urls.SHARED_INBOX, post_inbox, methods=["POST"]),
+    Route(urls.ACTOR, actor),
+    Route(urls.ACTOR_INBOX, post_inbox, methods=["POST"]),
+    Route(urls.ACTOR_OUTBOX, outbox),
+    Route(urls.ACTOR_FOLLOWERS, followers),
+    Route(urls.ACTOR_FOLLOWING, empty_collection),
+    Route(urls.ACTOR_FEATURED, empty_collection),
+    Route(urls.COMMUNIQUE, communique),
+    Route(urls.ACTIVITY, activity),
+]

@@ -1,0 +1,173 @@
+"""ActivityStreams constants and pure document builders (no I/O, no database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
+SECURITY_CONTEXT = "https://w3id.org/security/v1"
+PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
+AS2_MEDIA_TYPE = "application/activity+json"
+LD_MEDIA_TYPE = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
+
+# Mastodon's extension terms, declared inline as Mastodon itself does, so that consumers
+# that do full JSON-LD processing read the same fields as the ones that read plain JSON.
+EXTENSION_CONTEXT: dict[str, Any] = {
+    "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
+    "sensitive": "as:sensitive",
+    "Hashtag": "as:Hashtag",
+    "toot": "http://joinmastodon.org/ns#",
+    "featured": {"@id": "toot:featured", "@type": "@id"},
+    "discoverable": "toot:discoverable",
+    "indexable": "toot:indexable",
+}
+CONTEXT: list[Any] = [AS_CONTEXT, SECURITY_CONTEXT, EXTENSION_CONTEXT]
+
+Doc = dict[str, Any]
+
+
+def iso(moment: datetime) -> str:
+    """xsd:dateTime in UTC with a Z, second precision (what Mastodon emits and parses)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_actor(
+    *,
+    actor_id: str,
+    handle: str,
+    name: str,
+    summary_html: str,
+    inbox: str,
+    outbox: str,
+    followers: str,
+    following: str,
+    featured: str,
+    shared_inbox: str,
+    key_id: str,
+    public_key_pem: str,
+    manually_approves_followers: bool,
+    discoverable: bool,
+    published: datetime,
+    icon_url: str | None = None,
+    actor_type: str = "Group",
+) -> Doc:
+    doc: Doc = {
+        "@context": CONTEXT,
+        "id": actor_id,
+        "type": actor_type,
+        "preferredUsername": handle,
+        "name": name,
+        "summary": summary_html,
+        "url": actor_id,
+        "inbox": inbox,
+        "outbox": outbox,
+        "followers": followers,
+        "following": following,
+        "featured": featured,
+        "endpoints": {"sharedInbox": shared_inbox},
+        "publicKey": {"id": key_id, "owner": actor_id, "publicKeyPem": public_key_pem},
+        "manuallyApprovesFollowers": manually_approves_followers,
+        "discoverable": discoverable,
+        "indexable": discoverable,
+        "published": iso(published),
+    }
+    if icon_url:
+        doc["icon"] = {"type": "Image", "url": icon_url}
+    return doc
+
+
+def build_note(
+    *,
+    note_id: str,
+    actor_id: str,
+    followers: str,
+    content_html: str,
+    language: str,
+    published: datetime,
+    updated: datetime | None,
+    hashtags: list[tuple[str, str]],
+) -> Doc:
+    """A public communiqué. ``hashtags`` is a list of (name without '#', href)."""
+    note: Doc = {
+        "id": note_id,
+        "type": "Note",
+        "attributedTo": actor_id,
+        "content": content_html,
+        # Mastodon reads only the first language of contentMap: we publish exactly one.
+        "contentMap": {language: content_html},
+        "published": iso(published),
+        "url": note_id,
+        "to": [PUBLIC],
+        "cc": [followers],
+        "sensitive": False,
+        "summary": None,
+        "inReplyTo": None,
+        "tag": [{"type": "Hashtag", "href": href, "name": f"#{name}"} for name, href in hashtags],
+    }
+    if updated is not None:
+        note["updated"] = iso(updated)
+    return note
+
+
+def build_tombstone(*, object_id: str, deleted: datetime, former_type: str = "Note") -> Doc:
+    return {"id": object_id, "type": "Tombstone", "formerType": former_type, "deleted": iso(deleted)}
+
+
+def build_activity(
+    *,
+    activity_id: str,
+    activity_type: str,
+    actor_id: str,
+    obj: Doc | str,
+    to: list[str],
+    cc: list[str] | None = None,
+    published: datetime | None = None,
+) -> Doc:
+    doc: Doc = {
+        "@context": CONTEXT,
+        "id": activity_id,
+        "type": activity_type,
+        "actor": actor_id,
+        "to": to,
+    }
+    if cc:
+        doc["cc"] = cc
+    if published is not None:
+        doc["published"] = iso(published)
+    doc["object"] = obj
+    return doc
+
+
+def build_collection(*, collection_id: str, total: int, first: str | None, ordered: bool = True) -> Doc:
+    doc: Doc = {
+        "@context": CONTEXT,
+        "id": collection_id,
+        "type": "OrderedCollection" if ordered else "Collection",
+        "totalItems": total,
+    }
+    if first is not None:
+        doc["first"] = first
+    return doc
+
+
+def build_collection_page(
+    *,
+    page_id: str,
+    part_of: str,
+    items: list[Any],
+    next_page: str | None,
+    prev_page: str | None = None,
+) -> Doc:
+    doc: Doc = {
+        "@context": CONTEXT,
+        "id": page_id,
+        "type": "OrderedCollectionPage",
+        "partOf": part_of,
+        "orderedItems": items,
+    }
+    if next_page:
+        doc["next"] = next_page
+    if prev_page:
+        doc["prev"] = prev_page
+    return doc

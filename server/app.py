@@ -1,0 +1,101 @@
+"""create_app(settings): routes, middleware, lifespan (context and optional worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from server import worker
+from server.activitypub import routes as ap_routes
+from server.activitypub import webfinger
+from server.activitypub.negotiation import wants_activity_json
+from server.config import Settings
+from server.context import Context, create_context
+from server.errors import InterOccError
+from server.models import Assembly, AssemblyStatus
+from server.web.pages import HERE as WEB_DIR
+from server.web.pages import create_templates, render
+
+log = logging.getLogger(__name__)
+
+
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return (
+        request.method == "GET"
+        and "text/html" in accept
+        and wants_activity_json(accept) is None
+    )
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InterOccError)
+    if exc.status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+    elif exc.detail:
+        log.info("%s %s: %s (%s)", request.method, request.url.path, exc.message, exc.detail)
+    if _wants_html(request):
+        return render(request, "error.html", status=exc.status, message=exc.message)
+    return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal error"}, status_code=500)
+
+
+async def home(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    async with ctx.sessions() as session:
+        listed = (
+            await session.scalars(
+                select(Assembly)
+                .where(Assembly.status == AssemblyStatus.APPROVED)
+                .order_by(Assembly.name)
+            )
+        ).all()
+    return render(request, "home.html", assemblies=listed, urls=ctx.urls)
+
+
+def create_app(
+    settings: Settings, *, ctx: Context | None = None, run_worker: bool = False
+) -> Starlette:
+    """The ASGI app. With ``ctx`` given (tests) it is used and not closed by the app."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = ctx is None
+        context = ctx if ctx is not None else await create_context(settings)
+        app.state.ctx = context
+        app.state.templates = create_templates()
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run_forever(context, stop)) if run_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                await task
+            if own:
+                await context.aclose()
+
+    routes = [
+        Route("/", home),
+        *webfinger.routes,
+        *ap_routes.routes,
+        Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={InterOccError: _error, Exception: _unexpected},
+    )

@@ -1,0 +1,274 @@
+"""The `interocc` command: serve, worker, migrate, and the admin's assembly and post tools.
+
+Every failure is one line on stderr and a non-zero exit; a failed command leaves the
+database as it was (each command is one transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assemblies, communiques, migrate
+from server.config import ConfigError, Settings, load_settings
+from server.context import Context, create_context
+from server.db import create_engine, is_sqlite
+from server.errors import InterOccError
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+
+class CommandError(Exception):
+    pass
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    if is_sqlite(url) and ":memory:" not in url:
+        path = url.split(":///", 1)[1]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def _check_schema(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        current = await migrate.current_revision(engine)
+    except Exception as exc:  # unreachable server, bad credentials…
+        raise CommandError(f"cannot open the database: {exc.__class__.__name__}: {exc}") from exc
+    finally:
+        await engine.dispose()
+    if current != migrate.head_revision():
+        raise CommandError("the database is not up to date: run `interocc migrate` first")
+
+
+async def _with_context(
+    settings: Settings, fn: Callable[[Context, AsyncSession], Awaitable[Any]]
+) -> Any:
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            return await fn(ctx, session)
+    finally:
+        await ctx.aclose()
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.file is not None:
+        try:
+            return Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {args.file}: {exc}") from exc
+    text: str = args.text
+    return text
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    _ensure_sqlite_dir(settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+    print("database is up to date")
+
+
+async def cmd_assembly_create(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        a = await assemblies.create(
+            session,
+            handle=args.handle,
+            name=args.name,
+            summary=args.summary or "",
+            manually_approves_followers=args.manual_approval,
+        )
+        print(f"created {a.handle} (pending approval)")
+
+    await _with_context(settings, run)
+
+
+async def cmd_assembly_approve(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        a = await assemblies.approve(session, args.handle, now=ctx.clock())
+        print(f"approved {a.handle}: {ctx.urls.acct(a.handle)} {ctx.urls.actor(a.handle)}")
+
+    await _with_context(settings, run)
+
+
+async def cmd_assembly_suspend(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        a = await assemblies.suspend(session, args.handle, now=ctx.clock())
+        print(f"suspended {a.handle}")
+
+    await _with_context(settings, run)
+
+
+async def cmd_assembly_list(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        for a in await assemblies.list_all(session):
+            print(f"{a.handle}\t{a.status.value}\t{a.name}")
+
+    await _with_context(settings, run)
+
+
+async def cmd_post(settings: Settings, args: argparse.Namespace) -> None:
+    text = _read_text(args)
+
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        published = await communiques.publish(
+            session, ctx.urls, handle=args.handle, source=text, language=args.language,
+            now=ctx.clock(),
+        )
+        print(published.url)
+
+    await _with_context(settings, run)
+
+
+async def cmd_edit(settings: Settings, args: argparse.Namespace) -> None:
+    text = _read_text(args)
+
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        published = await communiques.edit(
+            session, ctx.urls, url=args.url, source=text, now=ctx.clock()
+        )
+        print(published.url)
+
+    await _with_context(settings, run)
+
+
+async def cmd_delete(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        published = await communiques.delete(session, ctx.urls, url=args.url, now=ctx.clock())
+        print(f"deleted {published.url}")
+
+    await _with_context(settings, run)
+
+
+async def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
+    from server import worker
+
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.run_forever(ctx, stop)
+    finally:
+        await ctx.aclose()
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    asyncio.run(_check_schema(settings))
+    app = create_app(settings, run_worker=args.with_worker)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interocc", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+
+    serve = sub.add_parser("serve", help="serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--with-worker", action="store_true", help="also run the delivery worker in-process"
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-* headers (default 127.0.0.1)",
+    )
+    sub.add_parser("worker", help="run the delivery worker")
+
+    assembly = sub.add_parser("assembly", help="manage assemblies").add_subparsers(
+        dest="action", required=True
+    )
+    create = assembly.add_parser("create", help="create a pending assembly")
+    create.add_argument("handle")
+    create.add_argument("--name", required=True)
+    create.add_argument("--summary")
+    create.add_argument("--manual-approval", action="store_true", help="approve followers by hand")
+    for action in ("approve", "suspend"):
+        assembly.add_parser(action).add_argument("handle")
+    assembly.add_parser("list")
+
+    def text_source(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--text")
+        group.add_argument("--file")
+
+    post = sub.add_parser("post", help="publish a communiqué (prints its URL)")
+    post.add_argument("handle")
+    text_source(post)
+    post.add_argument("--language", default="en")
+    edit = sub.add_parser("edit", help="edit a communiqué")
+    edit.add_argument("url")
+    text_source(edit)
+    sub.add_parser("delete", help="delete a communiqué").add_argument("url")
+    return parser
+
+
+COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Any]] = {
+    ("migrate", None): cmd_migrate,
+    ("serve", None): cmd_serve,
+    ("worker", None): cmd_worker,
+    ("assembly", "create"): cmd_assembly_create,
+    ("assembly", "approve"): cmd_assembly_approve,
+    ("assembly", "suspend"): cmd_assembly_suspend,
+    ("assembly", "list"): cmd_assembly_list,
+    ("post", None): cmd_post,
+    ("edit", None): cmd_edit,
+    ("delete", None): cmd_delete,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"interocc: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    command = COMMANDS[(args.command, getattr(args, "action", None))]
+    try:
+        result = command(settings, args)
+        if asyncio.iscoroutine(result):
+            asyncio.run(result)
+    except (InterOccError, CommandError) as exc:
+        message = exc.message if isinstance(exc, InterOccError) else str(exc)
+        print(f"interocc: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Settings read from the environment and validated once at start-up.
+
+Every setting is named ``INTEROCC_*``. A bad value raises :class:`ConfigError` whose message
+names the setting, so the CLI can stop with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+VERSION = "0.1.0"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/interocc.sqlite3"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_url: str
+    database_url: str
+    secret_key: str
+    allow_private_addresses: bool = False
+    signature_window: timedelta = timedelta(hours=1)
+    max_body_bytes: int = 1_000_000
+    fetch_timeout: float = 10.0
+    fetch_max_bytes: int = 2_000_000
+    delivery_timeout: float = 20.0
+    delivery_concurrency: int = 8
+    delivery_max_attempts: int = 16
+    instance_name: str = "InterOcc"
+    log_level: str = "INFO"
+
+    @property
+    def host(self) -> str:
+        """host[:port] of the public URL: what WebFinger handles and actor ids use."""
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def https(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @property
+    def user_agent(self) -> str:
+        return f"InterOcc/{VERSION} (+{self.base_url}/)"
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def _int(name: str, raw: str, *, minimum: int, maximum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def _float(name: str, raw: str, *, minimum: float, maximum: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def _base_url(raw: str) -> str:
+    name = "INTEROCC_BASE_URL"
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL such as https://example.org, not {raw!r}")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must have no path, query or fragment, not {raw!r}")
+    try:
+        parts.port  # noqa: B018 - validates the port number
+    except ValueError:
+        raise ConfigError(f"{name} has a bad port: {raw!r}") from None
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+def _database_url(raw: str) -> str:
+    name = "INTEROCC_DATABASE_URL"
+    if raw.startswith("sqlite:///"):
+        raw = "sqlite+aiosqlite:///" + raw.removeprefix("sqlite:///")
+    if raw.startswith(("postgres://", "postgresql://")):
+        raw = "postgresql+asyncpg://" + raw.split("://", 1)[1]
+    if not raw.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            f"{name} must be sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB, "
+            f"not {raw!r}"
+        )
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+
+    def get(name: str, default: str) -> str:
+        return env.get(name, default)
+
+    secret = env.get("INTEROCC_SECRET_KEY", "")
+    if len(secret) < 32:
+        raise ConfigError(
+            "INTEROCC_SECRET_KEY must be set to a random string of at least 32 characters"
+        )
+    log_level = get("INTEROCC_LOG_LEVEL", "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"INTEROCC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    return Settings(
+        base_url=_base_url(get("INTEROCC_BASE_URL", "http://127.0.0.1:8000")),
+        database_url=_database_url(get("INTEROCC_DATABASE_URL", DEFAULT_DATABASE_URL)),
+        secret_key=secret,
+        allow_private_addresses=_bool(
+            "INTEROCC_ALLOW_PRIVATE_ADDRESSES", get("INTEROCC_ALLOW_PRIVATE_ADDRESSES", "false")
+        ),
+        signature_window=timedelta(
+            seconds=_int(
+                "INTEROCC_SIGNATURE_WINDOW_SECONDS",
+                get("INTEROCC_SIGNATURE_WINDOW_SECONDS", "3600"),
+                minimum=30,
+                maximum=86_400,
+            )
+        ),
+        max_body_bytes=_int(
+            "INTEROCC_MAX_BODY_BYTES",
+            get("INTEROCC_MAX_BODY_BYTES", "1000000"),
+            minimum=10_000,
+            maximum=100_000_000,
+        ),
+        fetch_timeout=_float(
+            "INTEROCC_FETCH_TIMEOUT", get("INTEROCC_FETCH_TIMEOUT", "10"), minimum=0.1, maximum=120
+        ),
+        fetch_max_bytes=_int(
+            "INTEROCC_FETCH_MAX_BYTES",
+            get("INTEROCC_FETCH_MAX_BYTES", "2000000"),
+            minimum=10_000,
+            maximum=100_000_000,
+        ),
+        delivery_timeout=_float(
+            "INTEROCC_DELIVERY_TIMEOUT",
+            get("INTEROCC_DELIVERY_TIMEOUT", "20"),
+            minimum=0.1,
+            maximum=300,
+        ),
+        delivery_concurrency=_int(
+            "INTEROCC_DELIVERY_CONCURRENCY",
+            get("INTEROCC_DELIVERY_CONCURRENCY", "8"),
+            minimum=1,
+            maximum=256,
+        ),
+        delivery_max_attempts=_int(
+            "INTEROCC_DELIVERY_MAX_ATTEMPTS",
+            get("INTEROCC_DELIVERY_MAX_ATTEMPTS", "16"),
+            minimum=1,
+            maximum=100,
+        ),
+        instance_name=get("INTEROCC_INSTANCE_NAME", "InterOcc").strip() or "InterOcc",
+        log_level=log_level,
+    )

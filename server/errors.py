@@ -1,0 +1,71 @@
+"""One exception hierarchy: each error carries an HTTP status and a safe public message.
+
+    InterOccError (500)
+     ├── BadRequest (400)
+     │    └── PayloadTooLarge (413)
+     ├── Unauthorized (401)        signature missing or not verifiable
+     ├── Forbidden (403)
+     ├── NotFound (404)
+     ├── Gone (410)
+     ├── Conflict (409)
+     └── RemoteError (502)         a remote server answered badly or not at all
+          └── UnsafeAddress        a URL points at a private or loopback address
+
+``message`` is safe to show to anyone; ``detail`` is for logs only.
+"""
+
+from __future__ import annotations
+
+
+class InterOccError(Exception):
+    status = 500
+    public = "internal error"
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
+        self.message = message or self.public
+        self.detail = detail
+        super().__init__(self.message if detail is None else f"{self.message} ({detail})")
+
+
+class BadRequest(InterOccError):
+    status = 400
+    public = "bad request"
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+    public = "body too large"
+
+
+class Unauthorized(InterOccError):
+    status = 401
+    public = "signature required"
+
+
+class Forbidden(InterOccError):
+    status = 403
+    public = "forbidden"
+
+
+class NotFound(InterOccError):
+    status = 404
+    public = "not found"
+
+
+class Gone(InterOccError):
+    status = 410
+    public = "gone"
+
+
+class Conflict(InterOccError):
+    status = 409
+    public = "conflict"
+
+
+class RemoteError(InterOccError):
+    status = 502
+    public = "remote server error"
+
+
+class UnsafeAddress(RemoteError):
+    public = "address not allowed"

@@ -1,0 +1,192 @@
+"""The delivery worker: claim due rows, sign and POST each, record the outcome.
+
+``run_once`` processes one batch (tests drive it step by step, with an injected ``now``);
+``run_forever`` loops until stopped. Claims are leases: a worker killed mid-batch leaves
+rows whose lease expires, and another worker (or the restarted one) retries them.
+On PostgreSQL candidate rows are locked with FOR UPDATE SKIP LOCKED, so workers running
+side by side never claim the same row; on SQLite, BEGIN IMMEDIATE serialises claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import or_, select, update
+
+from server.activitypub import delivery
+from server.activitypub.client import SignatureAuth
+from server.context import Context
+from server.errors import InterOccError
+from server.models import Activity, Assembly, Delivery, DeliveryAttempt, DeliveryStatus
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    delivery_id: int
+    status: int | None
+    error: str | None
+    retry_after: str | None
+    final: bool = False  # nothing to retry: the activity or its assembly is gone
+
+
+def lease(ctx: Context) -> timedelta:
+    return timedelta(seconds=ctx.settings.delivery_timeout * 2 + 30)
+
+
+async def claim(ctx: Context, *, now: datetime, limit: int = BATCH) -> tuple[str, list[int]]:
+    """Lease up to ``limit`` due deliveries to this worker; returns (token, ids)."""
+    token = secrets.token_hex(8)
+    async with ctx.sessions() as session, session.begin():
+        query = (
+            select(Delivery.id)
+            .where(
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+            )
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(limit)
+        )
+        if session.bind.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list((await session.scalars(query)).all())
+        if ids:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .values(claimed_until=now + lease(ctx), claim_token=token)
+            )
+    return token, ids
+
+
+async def attempt(ctx: Context, delivery_id: int) -> AttemptResult:
+    """Sign and POST one delivery. Never raises: failures are results."""
+    async with ctx.sessions() as session:
+        row = (
+            await session.execute(
+                select(Delivery.inbox_uri, Activity, Assembly)
+                .join(Activity, Activity.id == Delivery.activity_id)
+                .join(Assembly, Assembly.id == Activity.assembly_id)
+                .where(Delivery.id == delivery_id)
+            )
+        ).first()
+    if row is None:
+        return AttemptResult(delivery_id, None, "activity no longer exists", None, final=True)
+    inbox, activity, assembly = row
+    auth = SignatureAuth(
+        ctx.urls.key_id(assembly.handle), ctx.private_key(assembly.private_key_pem), ctx.clock
+    )
+    try:
+        response = await ctx.client.post(inbox, delivery.activity_body(activity), auth=auth)
+    except (httpx.HTTPError, TimeoutError, OSError, InterOccError) as exc:
+        message = exc.message if isinstance(exc, InterOccError) else repr(exc)
+        return AttemptResult(delivery_id, None, message[:500], None)
+    error = None if response.is_success else response.text[:500]
+    return AttemptResult(
+        delivery_id, response.status_code, error, response.headers.get("retry-after")
+    )
+
+
+async def record(
+    ctx: Context,
+    result: AttemptResult,
+    *,
+    token: str,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> delivery.Outcome | None:
+    """Write the attempt and the next step; None if our lease was lost meanwhile."""
+    async with ctx.sessions() as session, session.begin():
+        row = (
+            await session.scalars(
+                select(Delivery).where(
+                    Delivery.id == result.delivery_id, Delivery.claim_token == token
+                )
+            )
+        ).first()
+        if row is None or row.status != DeliveryStatus.PENDING:
+            return None
+        row.attempts += 1
+        plan = delivery.schedule(
+            status=result.status,
+            attempts=row.attempts,
+            max_attempts=ctx.settings.delivery_max_attempts,
+            now=now,
+            retry_after_header=result.retry_after,
+            rng=rng,
+        )
+        if result.final:
+            plan = delivery.Schedule(delivery.Outcome.FAILED, None)
+        row.last_status = result.status
+        row.last_error = result.error
+        row.claimed_until = None
+        row.claim_token = None
+        if plan.outcome is delivery.Outcome.DELIVERED:
+            row.status = DeliveryStatus.DELIVERED
+            row.delivered_at = now
+        elif plan.outcome is delivery.Outcome.FAILED:
+            row.status = DeliveryStatus.FAILED
+        else:
+            assert plan.next_attempt_at is not None
+            row.next_attempt_at = plan.next_attempt_at
+        session.add(
+            DeliveryAttempt(
+                delivery_id=row.id,
+                attempted_at=now,
+                status_code=result.status,
+                error=result.error,
+                outcome=plan.outcome.value,
+                next_attempt_at=plan.next_attempt_at,
+            )
+        )
+    if plan.outcome is delivery.Outcome.FAILED:
+        log.warning("delivery %s to %s failed for good: %s", row.id, row.inbox_uri, result.error)
+    return plan.outcome
+
+
+async def run_once(
+    ctx: Context, *, now: datetime | None = None, limit: int = BATCH, rng: random.Random | None = None
+) -> int:
+    """Claim and attempt one batch of due deliveries; returns how many were attempted."""
+    started = now or ctx.clock()
+    token, ids = await claim(ctx, now=started, limit=limit)
+    if not ids:
+        return 0
+    gate = asyncio.Semaphore(ctx.settings.delivery_concurrency)
+
+    async def one(delivery_id: int) -> None:
+        async with gate:
+            result = await attempt(ctx, delivery_id)
+            await record(ctx, result, token=token, now=now or ctx.clock(), rng=rng)
+
+    await asyncio.gather(*(one(i) for i in ids))
+    return len(ids)
+
+
+async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -> None:
+    """Deliver until ``stop`` is set; wakes early when ``ctx.wake`` is set."""
+    log.info("delivery worker started")
+    while not stop.is_set():
+        try:
+            done = await run_once(ctx)
+        except Exception:  # the worker must outlive any one bad batch (DB restart, bug)
+            log.exception("delivery batch failed")
+            done = 0
+        if done:
+            continue
+        ctx.wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(ctx.wake.wait())]
+        await asyncio.wait(waiters, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+    log.info("delivery worker stopped")

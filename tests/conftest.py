@@ -1,0 +1,133 @@
+"""Shared fixtures: databases on both engines, settings, contexts and loopback servers.
+
+Every database test runs twice, on a fresh SQLite file and on a fresh PostgreSQL database
+(each cloned from a template migrated once per session). INTEROCC_TEST_BACKENDS=sqlite or
+=postgresql narrows the run to one engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server import migrate
+from server.app import create_app
+from server.config import Settings
+from server.context import Context, create_context
+from server.db import create_engine
+from tests.support.servers import ServerThread, free_port
+
+PG_ADMIN_URL = os.environ.get(
+    "INTEROCC_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = [
+    b.strip() for b in os.environ.get("INTEROCC_TEST_BACKENDS", "sqlite,postgresql").split(",")
+]
+SECRET = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+_counter = itertools.count()
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+async def _pg_admin(*statements: str) -> None:
+    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.sqlite3"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    name = f"interocc_tpl_{os.getpid()}"
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    asyncio.run(_migrate(_pg_url(name)))
+    yield name
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(params=[b for b in ("sqlite", "postgresql") if b in BACKENDS])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A fresh, fully migrated database for one test."""
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "interocc.sqlite3"
+        shutil.copy(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"interocc_t_{os.getpid()}_{next(_counter)}"
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
+    yield _pg_url(name)
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def make_settings(database_url: str, base_url: str = "http://127.0.0.1:8000", **kw: object) -> Settings:
+    return Settings(
+        base_url=base_url,
+        database_url=database_url,
+        secret_key=SECRET,
+        allow_private_addresses=True,
+        fetch_timeout=5.0,
+        delivery_timeout=5.0,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def settings(database_url: str, port: int) -> Settings:
+    return make_settings(database_url, f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[Context]:
+    context = await create_context(settings)
+    yield context
+    await context.aclose()
+
+
+@pytest.fixture
+def server(settings: Settings, port: int) -> Iterator[ServerThread]:
+    """Our app under uvicorn on its own loopback port (no in-process worker: tests drive it)."""
+    thread = ServerThread(create_app(settings), port=port).start()
+    yield thread
+    thread.stop()
