@@ -92,8 +92,11 @@ def retry_after(value: str | None, *, now: datetime) -> timedelta | None:
         return None
     value = value.strip()
     delay: timedelta | None = None
-    if value.isdigit():
-        delay = timedelta(seconds=int(value))
+    if value.isascii() and value.isdigit():  # not "²" or "١٢", which isdigit() accepts
+        digits = value.lstrip("0") or "0"
+        if len(digits) > 9:  # decades: only the bound matters, and timedelta would overflow
+            return MAX_RETRY_AFTER
+        delay = timedelta(seconds=int(digits))
     else:
         try:
             when = parsedate_to_datetime(value)

@@ -38,7 +38,6 @@ _LITEPUB_SUFFIX = "/schemas/litepub-0.1.jsonld"
 _LITEPUB_FILE = "pleroma-litepub-0.1.json"
 
 _AS = "https://www.w3.org/ns/activitystreams"
-_SEC = "https://w3id.org/security#"
 
 # The terms every consumer of normalise() may rely on. Extensions that Mastodon and others define
 # inline are added here so they compact to short names instead of full IRIs.
@@ -184,8 +183,11 @@ def _options(**extra: Any) -> dict[str, Any]:
     }
 
 
+_Terms = tuple[dict[str, str | None], frozenset[str]]
+
+
 @functools.cache
-def _canonical_terms() -> tuple[dict[str, str | None], frozenset[str]]:
+def _canonical_terms() -> _Terms:
     """What the canonical context expects of each property IRI it has a term for.
 
     Returns the value type of the plain term (None: plain literal, "@id": reference) and the set
@@ -220,13 +222,13 @@ def _canonical_terms() -> tuple[dict[str, str | None], frozenset[str]]:
     return types, frozenset(language_maps)
 
 
-def _coerce(node: Any) -> Any:
+def _coerce(node: Any, terms: _Terms) -> Any:
     """Prepare expanded JSON-LD for compaction against the canonical context (see above)."""
     if isinstance(node, list):
-        return [_coerce(item) for item in node]
+        return [_coerce(item, terms) for item in node]
     if not isinstance(node, dict) or "@value" in node:
         return node
-    types, language_maps = _canonical_terms()
+    types, language_maps = terms
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key.startswith("_:"):
@@ -234,11 +236,11 @@ def _coerce(node: Any) -> Any:
             # carry no meaning, which is what dropping unknown terms means here.
             continue
         if key.startswith("@"):
-            out[key] = _coerce(value) if key in ("@graph", "@list", "@set") else value
+            out[key] = _coerce(value, terms) if key in ("@graph", "@list", "@set") else value
             continue
         if key in types or key in language_maps:
             value = _coerce_values(as_list(value), types.get(key), key in language_maps)
-        out[key] = _coerce(value)
+        out[key] = _coerce(value, terms)
     return out
 
 
@@ -319,13 +321,15 @@ def normalise(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(doc, dict):
         # A string would be dereferenced by pyld as a document URL.
         raise JsonLdError("JSON-LD document must be an object")
-    try:
-        with _pyld_lock:
+    with _pyld_lock:
+        # Outside the try: a failure here is our bug (or a pyld upgrade), not bad input.
+        terms = _canonical_terms()
+        try:
             expanded = _pyld.expand(doc, _options())
-            prepared = _coerce(expanded)
+            prepared = _coerce(expanded, terms)
             compacted = _pyld.compact(prepared, CANONICAL_CONTEXT, _options(skipExpansion=True))
-    except Exception as exc:  # see _SAFE_CODE: pyld fails in many ways
-        raise _error(exc) from exc
+        except Exception as exc:  # see _SAFE_CODE: pyld fails in many ways
+            raise _error(exc) from exc
     if not isinstance(compacted, dict):
         raise JsonLdError("invalid JSON-LD")
     compacted.pop("@context", None)

@@ -8,7 +8,10 @@ Pure: no I/O, no clock, no key fetching, no state. An inbox handler calls
 
 Crypto is delegated to ``cryptography``; digests to ``hashlib``; Structured Field parsing and
 serialisation (RFC 8941, which RFC 9421 is built on) to ``http_sf``. Only the string building
-of the signing string / signature base lives here.
+of the signing string / signature base lives here. The ``http-message-signatures`` package is
+not used: its verifier reads the wall clock (``datetime.now``) for created/expires, binds one
+algorithm per verifier object, wants a request object rather than parts, and cannot try both
+schemes for ``@target-uri`` behind a TLS-terminating proxy.
 """
 
 from __future__ import annotations
@@ -370,9 +373,10 @@ def _cavage_algorithms(algorithm: str | None, key: PublicKey) -> tuple[_Alg, ...
             raise _Fail("algorithm does not match key type")
         return ("ed25519",)
     if algorithm in (None, "hs2019"):
-        # hs2019 means "derive it from the key". Mastodon, GoToSocial and others send hs2019
-        # with RSA keys and sign RSASSA-PKCS1-v1_5/SHA-256; the draft itself suggests
-        # RSASSA-PSS/SHA-512, so that is tried second.
+        # hs2019 means "derive it from the key". GoToSocial (see its docs, "HTTP Signatures")
+        # sends hs2019 with RSA keys but signs RSASSA-PKCS1-v1_5/SHA-256, and Mastodon's
+        # verifier reads hs2019 that way; the draft itself suggests RSASSA-PSS/SHA-512, so
+        # that is tried second. (Mastodon itself sends rsa-sha256.)
         if is_rsa:
             return ("rsa-v1_5-sha256", "rsa-pss-sha512")
         return ("ed25519",)

@@ -129,6 +129,7 @@ class Peer:
         self.name = name
         self.statuses: deque[int] = deque(statuses or [])
         self.retry_after: str | None = None
+        self.delay: float = 0.0  # seconds each inbox POST waits before it is answered
         self.actors: dict[str, PeerActor] = {}
         self.received: list[Received] = []
         self.gets: list[tuple[str, dict[str, str]]] = []
@@ -243,6 +244,8 @@ class Peer:
             status = 401 if not ok else (self.statuses.popleft() if self.statuses else 202)
         rec = Received(path, dict(request.headers), body, doc, ok, reason, status, time.time())
         self.received.append(rec)
+        if self.delay:
+            await asyncio.sleep(self.delay)
         headers = {}
         if status in (429, 503) and self.retry_after is not None:
             headers["Retry-After"] = self.retry_after

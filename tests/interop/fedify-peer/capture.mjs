@@ -12,7 +12,15 @@
 import { createHash } from "node:crypto";
 
 export const outgoing = [];
+// One sequence shared by all logs (outgoing requests, incoming requests,
+// received activities) so `?since=N` means the same point in time for all.
 let seq = 0;
+export function nextSeq() {
+  return ++seq;
+}
+export function currentSeq() {
+  return seq;
+}
 
 const LOOPBACK_HOSTS = new Set(["127.0.0.1", "localhost", "[::1]", "::1"]);
 
@@ -91,7 +99,7 @@ async function capturingFetch(input, init) {
   );
   const sig = signatureInfo(request.headers);
   const entry = {
-    seq: ++seq,
+    seq: nextSeq(),
     time: new Date(now).toISOString(),
     method: request.method,
     url: request.url,

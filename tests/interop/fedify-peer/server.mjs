@@ -4,7 +4,7 @@
 // listens; everything else (logs) goes to stderr.  See README.md.
 
 import "./polyfill.mjs"; // must come first: Node 20 `navigator` shim
-import { outgoingLog, outgoing, signatureInfo } from "./capture.mjs"; // wraps fetch
+import { currentSeq, nextSeq, outgoingLog, outgoing, signatureInfo } from "./capture.mjs"; // wraps fetch
 
 import http from "node:http";
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -66,10 +66,12 @@ function parseArgs(argv) {
     else if (a === "--username") opts.username = next();
     else if (a === "--log-level") opts.logLevel = next();
     else if (a === "--follow-policy") opts.followPolicy = next();
+    else if (a === "--exit-with-stdin") opts.exitWithStdin = true;
     else if (a === "--help" || a === "-h") {
       process.stderr.write(
         "usage: node server.mjs --port PORT [--username alice] " +
-          "[--log-level debug|info|warning|error] [--follow-policy accept|reject|ignore]\n",
+          "[--log-level debug|info|warning|error] [--follow-policy accept|reject|ignore] " +
+          "[--exit-with-stdin]\n",
       );
       process.exit(0);
     } else throw new Error(`unknown argument: ${a}`);
@@ -82,7 +84,13 @@ function parseArgs(argv) {
   }
   return opts;
 }
-const OPTS = parseArgs(process.argv.slice(2));
+let OPTS;
+try {
+  OPTS = parseArgs(process.argv.slice(2));
+} catch (error) {
+  process.stderr.write(`server.mjs: ${error.message} (see --help)\n`);
+  process.exit(2);
+}
 const USERNAME = OPTS.username;
 
 // ---------------------------------------------------------------- logging
@@ -126,8 +134,6 @@ const state = {
   notes: [], // ids of alice's notes, newest last
   outbox: [], // ids of alice's Create activities, newest last
 };
-let activitySeq = 0;
-let incomingSeq = 0;
 
 // Per-request store, so the inbox listeners (which Fedify calls inline in the
 // request because there is no inbox queue) can see the raw request and the
@@ -222,6 +228,7 @@ const federation = createFederation({
   tracerProvider,
   onOutboxError: (error, activity) => {
     state.errors.push({
+      seq: nextSeq(),
       time: new Date().toISOString(),
       where: "outbox",
       activityId: activity?.id?.href ?? null,
@@ -257,7 +264,8 @@ federation
   .setKeyPairsDispatcher((ctx, identifier) => {
     if (identifier !== USERNAME) return [];
     return [rsaKeyPair, ed25519KeyPair];
-  });
+  })
+  .mapHandle((ctx, username) => (username === USERNAME ? USERNAME : null));
 
 federation.setFollowersDispatcher("/users/{identifier}/followers", (ctx, identifier) => {
   if (identifier !== USERNAME) return null;
@@ -342,7 +350,7 @@ async function recordActivity(ctx, activity, { verified, reason = null }) {
     json = { error: `toJsonLd failed: ${error?.message ?? error}` };
   }
   const entry = {
-    seq: ++activitySeq,
+    seq: nextSeq(),
     receivedAt: new Date().toISOString(),
     type: typeName(activity, store?.bodyJson),
     id: activity.id?.href ?? null,
@@ -465,6 +473,7 @@ federation
   })
   .onError((ctx, error) => {
     state.errors.push({
+      seq: nextSeq(),
       time: new Date().toISOString(),
       where: "inbox",
       error: String(error?.stack ?? error),
@@ -590,7 +599,7 @@ async function createNote(ctx, body, { replyTo = null } = {}) {
     }
   }
   const followersUri = ctx.getFollowersUri(USERNAME);
-  const visibility = body.visibility ?? (replyTo != null ? "public" : "public");
+  const visibility = body.visibility ?? "public";
   const { tos, ccs } = addressing(visibility, extra, followersUri);
   const noteId = newObjectUri(ctx, Note);
   const published = Temporal.Now.instant();
@@ -671,15 +680,16 @@ const control = {
     startupMs: STARTUP_MS,
   }),
 
-  // ?since=N returns only entries with seq > N in each list.
+  // ?since=N returns only entries with seq > N (one sequence across all lists).
   "GET /_control/inbox": async (_body, query) => {
     const since = Number(query.get("since") ?? 0) || 0;
     const after = (list) => (since > 0 ? list.filter((e) => e.seq > since) : list);
     return {
+      seq: currentSeq(),
       activities: after(state.activities),
       outgoing: after(outgoingLog()),
       incoming: after(state.incoming),
-      errors: state.errors,
+      errors: after(state.errors),
     };
   },
 
@@ -957,7 +967,7 @@ async function handleNodeRequest(req, res) {
     }
   }
   const entry = {
-    seq: ++incomingSeq,
+    seq: nextSeq(),
     time: new Date().toISOString(),
     method: req.method,
     path: url.pathname + url.search,
@@ -1003,6 +1013,15 @@ for (const sig of ["SIGTERM", "SIGINT"]) {
     server.close();
     process.exit(0);
   });
+}
+
+// With --exit-with-stdin the peer exits when its stdin reaches EOF, so a
+// test harness that dies without cleaning up does not leave it running
+// (start it with stdin=PIPE and just never write to it).
+if (OPTS.exitWithStdin) {
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.on("error", () => process.exit(0));
+  process.stdin.resume();
 }
 
 process.stdout.write(`READY ${BASE}\n`);
