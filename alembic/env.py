@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from alembic import context
 from sqlalchemy.engine import Connection
 
+from alembic import context
 from server.db import create_engine
 from server.models import Base
 

@@ -30,11 +30,7 @@ log = logging.getLogger(__name__)
 
 def _wants_html(request: Request) -> bool:
     accept = request.headers.get("accept", "")
-    return (
-        request.method == "GET"
-        and "text/html" in accept
-        and wants_activity_json(accept) is None
-    )
+    return request.method == "GET" and "text/html" in accept and wants_activity_json(accept) is None
 
 
 async def _error(request: Request, exc: Exception) -> Response:

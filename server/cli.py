@@ -124,7 +124,11 @@ async def cmd_post(settings: Settings, args: argparse.Namespace) -> None:
 
     async def run(ctx: Context, session: AsyncSession) -> None:
         published = await communiques.publish(
-            session, ctx.urls, handle=args.handle, source=text, language=args.language,
+            session,
+            ctx.urls,
+            handle=args.handle,
+            source=text,
+            language=args.language,
             now=ctx.clock(),
         )
         print(published.url)

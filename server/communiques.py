@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,7 +16,7 @@ from server.activitypub import delivery
 from server.activitypub.vocab import PUBLIC, build_note, build_tombstone
 from server.content import render_markdown
 from server.errors import BadRequest, Gone, NotFound
-from server.models import Activity, Assembly, Communique
+from server.models import Activity, Assembly, Communique, Reply
 from server.urls import COMMUNIQUE, Urls, new_public_id
 
 MAX_SOURCE = 50_000
@@ -112,7 +113,13 @@ async def publish(
     session.add(communique)
     await session.flush()
     return await _send(
-        session, urls, assembly, communique, "Create", note_document(urls, assembly, communique), now
+        session,
+        urls,
+        assembly,
+        communique,
+        "Create",
+        note_document(urls, assembly, communique),
+        now,
     )
 
 
@@ -126,9 +133,7 @@ async def find_by_url(session: AsyncSession, urls: Urls, url: str) -> tuple[Asse
     return await get(session, parts[0], parts[2])
 
 
-async def get(
-    session: AsyncSession, handle: str, public_id: str
-) -> tuple[Assembly, Communique]:
+async def get(session: AsyncSession, handle: str, public_id: str) -> tuple[Assembly, Communique]:
     query = (
         select(Assembly, Communique)
         .join(Communique, Communique.assembly_id == Assembly.id)
@@ -155,7 +160,13 @@ async def edit(
     communique.updated_at = now
     await session.flush()
     return await _send(
-        session, urls, assembly, communique, "Update", note_document(urls, assembly, communique), now
+        session,
+        urls,
+        assembly,
+        communique,
+        "Update",
+        note_document(urls, assembly, communique),
+        now,
     )
 
 
@@ -178,3 +189,12 @@ async def create_activity_of(session: AsyncSession, communique_id: int) -> Activ
         Activity.communique_id == communique_id, Activity.type == "Create"
     )
     return (await session.scalars(query)).first()
+
+
+async def replies_of(session: AsyncSession, communique_id: int) -> Sequence[Reply]:
+    query = (
+        select(Reply)
+        .where(Reply.communique_id == communique_id)
+        .order_by(Reply.published_at, Reply.id)
+    )
+    return (await session.scalars(query)).all()

@@ -123,7 +123,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
     log_level = get("INTEROCC_LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError(f"INTEROCC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+        raise ConfigError(
+            f"INTEROCC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
+        )
     return Settings(
         base_url=_base_url(get("INTEROCC_BASE_URL", "http://127.0.0.1:8000")),
         database_url=_database_url(get("INTEROCC_DATABASE_URL", DEFAULT_DATABASE_URL)),

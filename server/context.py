@@ -63,9 +63,7 @@ async def _instance_key(sessions: Sessions) -> InstanceKey:
         return row
 
 
-async def create_context(
-    settings: Settings, *, clock: Callable[[], datetime] = utc_now
-) -> Context:
+async def create_context(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Context:
     engine = create_engine(settings.database_url)
     sessions = create_sessions(engine)
     try:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from alembic import command
 
 # The migrations live beside the package in the source tree (alembic/ at the top level).
 ROOT = Path(__file__).resolve().parent.parent

@@ -252,3 +252,22 @@ class InboxActivity(Base):
     type: Mapped[str] = mapped_column(String(40))
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Reply(Base):
+    """A remote Note that answers one of our communiqués (content sanitised on arrival)."""
+
+    __tablename__ = "replies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    communique_id: Mapped[int] = mapped_column(
+        ForeignKey("communiques.id", ondelete="CASCADE"), index=True
+    )
+    actor_uri: Mapped[str] = mapped_column(String(2048), index=True)
+    content_html: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -57,7 +57,7 @@ async def claim(ctx: Context, *, now: datetime, limit: int = BATCH) -> tuple[str
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit)
         )
-        if session.bind.dialect.name == "postgresql":
+        if ctx.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         ids = list((await session.scalars(query)).all())
         if ids:
@@ -155,7 +155,11 @@ async def record(
 
 
 async def run_once(
-    ctx: Context, *, now: datetime | None = None, limit: int = BATCH, rng: random.Random | None = None
+    ctx: Context,
+    *,
+    now: datetime | None = None,
+    limit: int = BATCH,
+    rng: random.Random | None = None,
 ) -> int:
     """Claim and attempt one batch of due deliveries; returns how many were attempted."""
     started = now or ctx.clock()

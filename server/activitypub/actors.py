@@ -72,7 +72,11 @@ def public_keys_of(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     for entry in candidates:
         if not isinstance(entry, dict):
             continue
-        key_id, owner, pem = id_of(entry.get("id")), id_of(entry.get("owner")), entry.get("publicKeyPem")
+        key_id, owner, pem = (
+            id_of(entry.get("id")),
+            id_of(entry.get("owner")),
+            entry.get("publicKeyPem"),
+        )
         if key_id and owner and isinstance(pem, str):
             keys.append((key_id, owner, pem))
     return keys
@@ -146,7 +150,9 @@ async def lookup_key(
 ) -> RemoteKey:
     """The public key for a signature's keyId, from cache or fetched (actor or key document)."""
     if not refresh:
-        cached = (await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))).first()
+        cached = (
+            await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))
+        ).first()
         if cached is not None:
             return cached
     url = urldefrag(key_id).url

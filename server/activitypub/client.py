@@ -53,7 +53,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self,
         host: str,
         port: int,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
@@ -78,7 +78,10 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         raise last
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
+        socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise UnsafeAddress(detail="unix sockets are not reachable")
 
@@ -213,14 +216,14 @@ class FederationClient:
             return response, body
         raise RemoteError("too many redirects", detail=url)
 
-    async def fetch_json(self, url: str, *, auth: httpx.Auth | None = None, accept: str = AS2_ACCEPT) -> Fetched:
+    async def fetch_json(
+        self, url: str, *, auth: httpx.Auth | None = None, accept: str = AS2_ACCEPT
+    ) -> Fetched:
         response, body = await self.get(url, accept=accept, auth=auth)
         if response.status_code == 410:
             raise RemoteError("remote object is gone", detail=url)
         if response.status_code != 200:
-            raise RemoteError(
-                f"remote server answered {response.status_code}", detail=f"GET {url}"
-            )
+            raise RemoteError(f"remote server answered {response.status_code}", detail=f"GET {url}")
         try:
             document = json.loads(body)
         except ValueError as exc:

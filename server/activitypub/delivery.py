@@ -62,7 +62,7 @@ def next_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
     With the default 16 attempts the schedule spreads over about six days. A jitter of
     ±10 % keeps many deliveries to one recovering server from arriving together.
     """
-    base = BASE_DELAY * (2 ** max(0, min(attempts - 1, 20)))
+    base: timedelta = BASE_DELAY * (2 ** max(0, min(attempts - 1, 20)))
     delay = min(base, MAX_DELAY)
     jitter = (rng or random).uniform(-0.1, 0.1)
     return delay + delay * jitter

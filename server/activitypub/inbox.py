@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assemblies, activities
+from server import activities, assemblies, communiques
 from server.activitypub import delivery
 from server.activitypub.actors import (
     fetch_actor,
@@ -33,6 +35,7 @@ from server.activitypub.signatures import (
     parse_signature,
     verify_request,
 )
+from server.content import sanitise_html
 from server.context import Context
 from server.errors import BadRequest, Forbidden, NotFound, RemoteError, Unauthorized
 from server.models import (
@@ -43,11 +46,14 @@ from server.models import (
     InboxActivity,
     RemoteActor,
     RemoteKey,
+    Reply,
 )
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
+NOTE_TYPES = {"Note", "Article", "Page", "Question"}
+MAX_REPLY_HTML = 100_000
 
 
 @dataclass(frozen=True)
@@ -300,16 +306,112 @@ async def handle_undo(incoming: Incoming) -> bool:
     return bool(rows)
 
 
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        # Fedify sends nanoseconds; fromisoformat takes at most microseconds.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _note_of(incoming: Incoming) -> Doc | None:
+    """The embedded Note/Article/Page of a Create or Update, checked against its actor."""
+    obj = incoming.activity.get("object")
+    if not isinstance(obj, dict) or not set(as_list(obj.get("type"))) & NOTE_TYPES:
+        return None
+    object_id = id_of(obj)
+    if not object_id or not same_origin(object_id, incoming.actor_uri):
+        raise Forbidden("the object is not on the actor's origin")
+    if id_of(obj.get("attributedTo")) not in {None, incoming.actor_uri}:
+        raise Forbidden("the object is attributed to someone else")
+    return obj
+
+
+def _content_of(note: Doc) -> str:
+    content = note.get("content")
+    if not isinstance(content, str):
+        mapped = note.get("contentMap")
+        content = next(iter(mapped.values()), "") if isinstance(mapped, dict) and mapped else ""
+    return sanitise_html(str(content))[:MAX_REPLY_HTML]
+
+
+@handles("Create")
+async def handle_create(incoming: Incoming) -> bool:
+    """Replies to our communiqués are kept, sanitised, linked to the communiqué."""
+    note = _note_of(incoming)
+    if note is None:
+        return False
+    in_reply_to = id_of(note.get("inReplyTo"))
+    if not in_reply_to or not incoming.ctx.urls.is_local(in_reply_to):
+        return False
+    try:
+        _assembly, communique = await communiques.find_by_url(
+            incoming.session, incoming.ctx.urls, in_reply_to
+        )
+    except NotFound:
+        return False
+    if communique.deleted_at is not None:
+        return False
+    uri = str(note["id"])
+    exists = await incoming.session.scalar(select(Reply.id).where(Reply.uri == uri))
+    if exists is not None:
+        return False
+    now = incoming.ctx.clock()
+    incoming.session.add(
+        Reply(
+            uri=uri,
+            communique_id=communique.id,
+            actor_uri=incoming.actor_uri,
+            content_html=_content_of(note),
+            url=id_of(note.get("url")),
+            published_at=_parse_time(note.get("published")) or now,
+            document=note,
+            received_at=now,
+        )
+    )
+    await incoming.session.flush()
+    return True
+
+
 @handles("Delete")
 async def handle_delete(incoming: Incoming) -> bool:
     object_id = id_of(incoming.activity.get("object"))
     if object_id == incoming.actor_uri:
         return await forget_actor(incoming.session, incoming.actor_uri)
-    return False  # remote posts are not stored yet
+    if not object_id:
+        return False
+    reply = (
+        await incoming.session.scalars(
+            select(Reply).where(Reply.uri == object_id, Reply.actor_uri == incoming.actor_uri)
+        )
+    ).first()
+    if reply is None:
+        return False
+    await incoming.session.delete(reply)
+    await incoming.session.flush()
+    return True
 
 
 @handles("Update")
 async def handle_update(incoming: Incoming) -> bool:
+    note = _note_of(incoming)
+    if note is not None:
+        reply = (
+            await incoming.session.scalars(
+                select(Reply).where(Reply.uri == note["id"], Reply.actor_uri == incoming.actor_uri)
+            )
+        ).first()
+        if reply is None:
+            return False
+        reply.content_html = _content_of(note)
+        reply.document = note
+        reply.updated_at = _parse_time(note.get("updated")) or incoming.ctx.clock()
+        await incoming.session.flush()
+        return True
     obj = incoming.activity.get("object")
     if not isinstance(obj, dict) or id_of(obj) != incoming.actor_uri:
         return False

@@ -297,8 +297,15 @@ async def communique(request: Request) -> Response:
     if media:
         note = communiques.note_document(ctx.urls, assembly, item)
         return as2({"@context": CONTEXT, **note}, media)
+    async with ctx.sessions() as session:
+        replies = await communiques.replies_of(session, item.id)
     return render(
-        request, "communique.html", assembly=assembly, communique=item, urls=ctx.urls
+        request,
+        "communique.html",
+        assembly=assembly,
+        communique=item,
+        replies=replies,
+        urls=ctx.urls,
     )
 
 
@@ -319,7 +326,6 @@ async def activity(request: Request) -> Response:
     if found.type == "Create" and item is not None and item.deleted_at is not None:
         raise Gone("this communiqué was deleted")
     return as2(found.document, wants_activity_json(request.headers.get("accept")))
-
 
 
 routes = [

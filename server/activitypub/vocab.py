@@ -111,7 +111,12 @@ def build_note(
 
 
 def build_tombstone(*, object_id: str, deleted: datetime, former_type: str = "Note") -> Doc:
-    return {"id": object_id, "type": "Tombstone", "formerType": former_type, "deleted": iso(deleted)}
+    return {
+        "id": object_id,
+        "type": "Tombstone",
+        "formerType": former_type,
+        "deleted": iso(deleted),
+    }
 
 
 def build_activity(
@@ -139,7 +144,9 @@ def build_activity(
     return doc
 
 
-def build_collection(*, collection_id: str, total: int, first: str | None, ordered: bool = True) -> Doc:
+def build_collection(
+    *, collection_id: str, total: int, first: str | None, ordered: bool = True
+) -> Doc:
     doc: Doc = {
         "@context": CONTEXT,
         "id": collection_id,

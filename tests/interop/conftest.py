@@ -1,0 +1,234 @@
+"""The Fedify peer (tests/interop/fedify-peer) as a fixture.
+
+One Node process serves the whole session: starting it costs about a second (a 4096-bit RSA
+key is generated each time). It remembers follows in memory, keyed by the followed actor's
+URI; every test runs our app on a fresh port, so the URIs never repeat between tests. The
+logs (activities, outgoing, incoming, errors) are cleared before each test with the control
+API's ``reset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+PEER_DIR = Path(__file__).parent / "fedify-peer"
+READY_TIMEOUT = 30.0
+CONTROL_TIMEOUT = 30.0  # follow/reply resolve handles and deliver before answering
+STOP_TIMEOUT = 10.0
+
+Json = dict[str, Any]
+
+
+class ControlError(AssertionError):
+    """The control API answered with an error status."""
+
+
+@dataclass
+class FedifyPeer:
+    """A running Fedify peer and async helpers for its control API (``/_control/``)."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
+
+    @property
+    def port(self) -> int:
+        return int(urlsplit(self.base_url).port or 0)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def actor(self) -> str:
+        return f"{self.base_url}/users/alice"
+
+    @property
+    def handle(self) -> str:
+        return f"alice@{self.host}"
+
+    def stderr(self) -> str:
+        return "".join(self.stderr_tail)
+
+    # -- the control API -------------------------------------------------------------------
+    async def call(
+        self, method: str, action: str, body: Json | None = None, *, ok: bool = True
+    ) -> httpx.Response:
+        """One request to ``/_control/<action>``; with ``ok`` a non-2xx answer fails the test."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=CONTROL_TIMEOUT) as http:
+            response = await http.request(method, f"/_control/{action}", json=body)
+        if ok and not response.is_success:
+            raise ControlError(
+                f"Fedify control {method} {action} answered {response.status_code}: "
+                f"{response.text[:3000]}"
+            )
+        return response
+
+    async def post(self, action: str, body: Json | None = None) -> Json:
+        result: Json = (await self.call("POST", action, body or {})).json()
+        return result
+
+    async def get(self, action: str) -> Json:
+        result: Json = (await self.call("GET", action)).json()
+        return result
+
+    async def follow(self, target: str) -> Json:
+        return await self.post("follow", {"target": target})
+
+    async def unfollow(self, target: str) -> Json:
+        return await self.post("unfollow", {"target": target})
+
+    async def reply(self, in_reply_to: str, content: str) -> Json:
+        return await self.post("reply", {"inReplyTo": in_reply_to, "content": content})
+
+    async def send(self, inbox: str, activity: Json, scheme: str = "rfc9421") -> Json:
+        return await self.post("send", {"inbox": inbox, "activity": activity, "scheme": scheme})
+
+    async def inbox(self, since: int = 0) -> Json:
+        return await self.get(f"inbox?since={since}" if since else "inbox")
+
+    async def state(self) -> Json:
+        return await self.get("state")
+
+    async def logs(self) -> list[Json]:
+        logs: list[Json] = (await self.get("logs"))["logs"]
+        return logs
+
+    async def activities(self, activity_type: str | None = None) -> list[Json]:
+        found: list[Json] = (await self.inbox())["activities"]
+        return [a for a in found if activity_type is None or a["type"] == activity_type]
+
+    async def wait_for(
+        self,
+        check: Callable[[], Awaitable[Any]],
+        what: str,
+        timeout: float = 10.0,
+    ) -> Any:
+        """Poll ``check`` until it returns something truthy; fail with the peer's logs if not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = await check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                inbox = await self.inbox()
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {what}\n"
+                    f"Fedify errors: {inbox['errors']}\n"
+                    f"Fedify stderr:\n{self.stderr()[-3000:]}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def wait_for_activity(self, activity_type: str, timeout: float = 10.0) -> Json:
+        async def found() -> Json | None:
+            matches = await self.activities(activity_type)
+            return matches[-1] if matches else None
+
+        result: Json = await self.wait_for(found, f"a {activity_type} in Fedify's inbox", timeout)
+        return result
+
+    def reset_sync(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=CONTROL_TIMEOUT) as http:
+            http.post("/_control/reset", json={}).raise_for_status()
+
+
+def _start() -> FedifyPeer:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("the interop tests need Node.js (`node` is not on PATH)", pytrace=False)
+    if not (PEER_DIR / "node_modules" / "@fedify" / "fedify").is_dir():
+        pytest.fail(
+            f"the Fedify peer's dependencies are not installed ({PEER_DIR / 'node_modules'} "
+            "is missing): run `make test`, which installs them with `npm ci`",
+            pytrace=False,
+        )
+    process = subprocess.Popen(
+        [node, "server.mjs", "--port", "0", "--exit-with-stdin"],
+        cwd=PEER_DIR,
+        stdin=subprocess.PIPE,  # the peer exits when this closes, even if we die
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    def pump(stream: Any, sink: Callable[[str], None]) -> None:
+        # Both pipes are drained for the whole run, so the peer never blocks on a full pipe.
+        for raw in iter(stream.readline, b""):
+            sink(raw.decode("utf-8", "replace"))
+        stream.close()
+
+    def on_stdout(line: str) -> None:
+        lines.put(line)
+
+    threading.Thread(target=pump, args=(process.stdout, on_stdout), daemon=True).start()
+    threading.Thread(target=pump, args=(process.stderr, tail.append), daemon=True).start()
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            line = lines.get(timeout=max(0.0, min(remaining, 0.2)))
+        except queue.Empty:
+            line = None
+        if line is not None and line.startswith("READY "):
+            return FedifyPeer(base_url=line.split()[1], process=process, stderr_tail=tail)
+        if process.poll() is not None or remaining <= 0:
+            _stop(process)
+            why = f"exited with {process.returncode}" if process.returncode is not None else (
+                f"printed no READY line within {READY_TIMEOUT:.0f} s"
+            )
+            pytest.fail(f"the Fedify peer {why}; stderr:\n{''.join(tail)[-4000:]}", pytrace=False)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.stdin is not None and not process.stdin.closed:
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def fedify_process() -> Iterator[FedifyPeer]:
+    """The Fedify peer, started once for the session (see the module docstring)."""
+    peer = _start()
+    try:
+        yield peer
+    finally:
+        _stop(peer.process)
+
+
+@pytest.fixture
+def fedify(fedify_process: FedifyPeer) -> FedifyPeer:
+    """The shared Fedify peer with its activity/request logs cleared for this test."""
+    if fedify_process.process.poll() is not None:
+        pytest.fail(
+            f"the Fedify peer died (exit {fedify_process.process.returncode}); stderr:\n"
+            f"{fedify_process.stderr()[-4000:]}",
+            pytrace=False,
+        )
+    fedify_process.reset_sync()
+    return fedify_process
