@@ -260,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command != "migrate":
+        # Reading the schema revision makes Alembic log "Context impl …" at INFO: noise on
+        # every command that would break "one line on stderr" (alembic.ini has WARNING too).
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     command = COMMANDS[(args.command, getattr(args, "action", None))]
     try:
         result = command(settings, args)

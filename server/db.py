@@ -30,6 +30,9 @@ def create_engine(url: str) -> AsyncEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            # In WAL mode NORMAL is still crash-safe for the database; it only skips the
+            # fsync on every commit.
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
             # Take over transaction control so that every transaction starts with

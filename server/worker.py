@@ -69,31 +69,54 @@ async def claim(ctx: Context, *, now: datetime, limit: int = BATCH) -> tuple[str
     return token, ids
 
 
-async def attempt(ctx: Context, delivery_id: int) -> AttemptResult:
-    """Sign and POST one delivery. Never raises: failures are results."""
+@dataclass(frozen=True)
+class Job:
+    delivery_id: int
+    inbox_uri: str
+    body: bytes
+    key_id: str
+    private_key_pem: str
+
+
+async def load_jobs(ctx: Context, ids: list[int]) -> list[Job]:
+    """Everything needed to send the claimed rows, in one query; bodies built once each."""
     async with ctx.sessions() as session:
-        row = (
+        rows = (
             await session.execute(
-                select(Delivery.inbox_uri, Activity, Assembly)
+                select(Delivery.id, Delivery.inbox_uri, Activity, Assembly)
                 .join(Activity, Activity.id == Delivery.activity_id)
                 .join(Assembly, Assembly.id == Activity.assembly_id)
-                .where(Delivery.id == delivery_id)
+                .where(Delivery.id.in_(ids))
             )
-        ).first()
-    if row is None:
-        return AttemptResult(delivery_id, None, "activity no longer exists", None, final=True)
-    inbox, activity, assembly = row
-    auth = SignatureAuth(
-        ctx.urls.key_id(assembly.handle), ctx.private_key(assembly.private_key_pem), ctx.clock
-    )
+        ).all()
+    bodies: dict[int, bytes] = {}
+    jobs = []
+    for delivery_id, inbox, activity, assembly in rows:
+        if activity.id not in bodies:
+            bodies[activity.id] = delivery.activity_body(activity)
+        jobs.append(
+            Job(
+                delivery_id,
+                inbox,
+                bodies[activity.id],
+                ctx.urls.key_id(assembly.handle),
+                assembly.private_key_pem,
+            )
+        )
+    return jobs
+
+
+async def attempt(ctx: Context, job: Job) -> AttemptResult:
+    """Sign and POST one delivery. Never raises: failures are results."""
+    auth = SignatureAuth(job.key_id, ctx.private_key(job.private_key_pem), ctx.clock)
     try:
-        response = await ctx.client.post(inbox, delivery.activity_body(activity), auth=auth)
+        response = await ctx.client.post(job.inbox_uri, job.body, auth=auth)
     except (httpx.HTTPError, TimeoutError, OSError, InterOccError) as exc:
         message = exc.message if isinstance(exc, InterOccError) else repr(exc)
-        return AttemptResult(delivery_id, None, message[:500], None)
+        return AttemptResult(job.delivery_id, None, message[:500], None)
     error = None if response.is_success else response.text[:500]
     return AttemptResult(
-        delivery_id, response.status_code, error, response.headers.get("retry-after")
+        job.delivery_id, response.status_code, error, response.headers.get("retry-after")
     )
 
 
@@ -166,14 +189,19 @@ async def run_once(
     token, ids = await claim(ctx, now=started, limit=limit)
     if not ids:
         return 0
+    jobs = await load_jobs(ctx, ids)
+    # Rows whose activity or assembly vanished meanwhile have nothing left to send.
+    for missing in set(ids) - {job.delivery_id for job in jobs}:
+        gone = AttemptResult(missing, None, "activity no longer exists", None, final=True)
+        await record(ctx, gone, token=token, now=now or ctx.clock(), rng=rng)
     gate = asyncio.Semaphore(ctx.settings.delivery_concurrency)
 
-    async def one(delivery_id: int) -> None:
+    async def one(job: Job) -> None:
         async with gate:
-            result = await attempt(ctx, delivery_id)
+            result = await attempt(ctx, job)
             await record(ctx, result, token=token, now=now or ctx.clock(), rng=rng)
 
-    await asyncio.gather(*(one(i) for i in ids))
+    await asyncio.gather(*(one(job) for job in jobs))
     return len(ids)
 
 

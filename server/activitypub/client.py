@@ -137,7 +137,12 @@ class Fetched:
 
 
 def check_url(url: str) -> None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port beyond 65535
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise UnsafeAddress(f"not a valid URL: {url[:200]!r}") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise UnsafeAddress(f"only http(s) URLs can be fetched, not {url[:200]!r}")
     if parts.username or parts.password:
@@ -183,12 +188,18 @@ class FederationClient:
         raw = b"".join(chunks)
         encoding = response.headers.get("content-encoding", "").lower()
         if encoding in {"gzip", "deflate", "br"}:
-            # Decode by hand with the same bound: a small compressed body may be huge.
-            decoded = httpx.Response(200, headers={"content-encoding": encoding}, content=raw)
-            data = decoded.content
-            if len(data) > self.max_bytes:
-                raise RemoteError("remote document too large", detail=str(response.url))
-            return data
+            # Decode by hand with the same bound, a little at a time: a small compressed body
+            # may inflate to gigabytes, which must never be held in memory.
+            pieces = (raw[i : i + 1024] for i in range(0, len(raw), 1024))
+            decoded = httpx.Response(200, headers={"content-encoding": encoding}, content=pieces)
+            data: list[bytes] = []
+            size = 0
+            for piece in decoded.iter_bytes():
+                size += len(piece)
+                if size > self.max_bytes:
+                    raise RemoteError("remote document too large", detail=str(response.url))
+                data.append(piece)
+            return b"".join(data)
         return raw
 
     async def get(
@@ -211,6 +222,8 @@ class FederationClient:
                         await response.aclose()
             except TimeoutError as exc:
                 raise RemoteError("remote server timed out", detail=current) from exc
+            except (httpx.InvalidURL, ValueError) as exc:  # a Location that is no URL
+                raise RemoteError("remote server sent a bad redirect", detail=current) from exc
             except httpx.HTTPError as exc:
                 raise RemoteError("remote server unreachable", detail=f"{current}: {exc}") from exc
             return response, body
