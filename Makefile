@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v p
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
+FEDIFY_PEER ?= tests/interop/fedify-peer
+NODE_STAMP := $(FEDIFY_PEER)/node_modules/.ci-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
@@ -30,13 +32,19 @@ run: install data/secret_key
 	$(BIN)/interocc migrate && \
 	exec $(BIN)/interocc serve --host $(HOST) --port $(PORT) --with-worker
 
-test: install
+# The Fedify peer of the interop tests (tests/interop): its node_modules, installed exactly
+# from package-lock.json, again whenever the lock file (or package.json) changes.
+$(NODE_STAMP): $(FEDIFY_PEER)/package-lock.json $(FEDIFY_PEER)/package.json
+	cd $(FEDIFY_PEER) && npm ci --no-audit --no-fund
+	touch $@
+
+test: install $(NODE_STAMP)
 	$(BIN)/pytest
 
-test-sqlite: install
+test-sqlite: install $(NODE_STAMP)
 	INTEROCC_TEST_BACKENDS=sqlite $(BIN)/pytest
 
-test-postgres: install
+test-postgres: install $(NODE_STAMP)
 	INTEROCC_TEST_BACKENDS=postgresql $(BIN)/pytest
 
 lint: install

@@ -126,12 +126,15 @@ def make_app(remote: Remote) -> Starlette:
 
     async def gzip_json(request: Request) -> Response:
         doc = json.dumps({"id": str(request.url), "content": "ok " * 1000}).encode()
-        return Response(gzip.compress(doc), media_type=AS2_JSON, headers={"Content-Encoding": "gzip"})
+        return Response(
+            gzip.compress(doc), media_type=AS2_JSON, headers={"Content-Encoding": "gzip"}
+        )
 
     async def stall(request: Request) -> Response:
         generation = remote.generation
         deadline = time.monotonic() + 10
-        while remote.generation == generation and time.monotonic() < deadline:
+        # The flag is bumped from the test's thread, so an asyncio.Event would not do.
+        while remote.generation == generation and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         return JSONResponse({"id": "late"}, media_type=AS2_JSON)
 
@@ -369,8 +372,10 @@ UNREACHABLE_PRIVATE_HOSTS = [
 ]
 
 
-def test_the_tripwire_is_in_place(connections: list[str]) -> None:
+async def test_the_tripwires_are_in_place(local: FederationClient, connections: list[str]) -> None:
     assert httpcore.AnyIOBackend.connect_tcp.__name__ == "tripwire"
+    with pytest.raises(AssertionError, match="tried to resolve 'occupy.invalid'"):
+        await local.get("http://occupy.invalid/")
     assert connections == []
 
 

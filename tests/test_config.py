@@ -106,7 +106,10 @@ def test_user_agent_names_interocc_its_version_and_the_instance() -> None:
         ("postgresql://ga@db/interocc", "postgresql+asyncpg://ga@db/interocc"),
         ("postgresql+asyncpg://ga@db/interocc", "postgresql+asyncpg://ga@db/interocc"),
         ("sqlite:///data/x.sqlite3", "sqlite+aiosqlite:///data/x.sqlite3"),
-        ("sqlite:////var/lib/interocc/x.sqlite3", "sqlite+aiosqlite:////var/lib/interocc/x.sqlite3"),
+        (
+            "sqlite:////var/lib/interocc/x.sqlite3",
+            "sqlite+aiosqlite:////var/lib/interocc/x.sqlite3",
+        ),
         ("sqlite+aiosqlite:///x.sqlite3", "sqlite+aiosqlite:///x.sqlite3"),
     ],
 )

@@ -32,9 +32,7 @@ def hashtags(source: str) -> list[str]:
 
 
 def hashtag_link(tag: str) -> str:
-    return (
-        f'<a href="{tag_url(tag)}" class="mention hashtag" rel="tag">#<span>{tag}</span></a>'
-    )
+    return f'<a href="{tag_url(tag)}" class="mention hashtag" rel="tag">#<span>{tag}</span></a>'
 
 
 # ---- Markdown --------------------------------------------------------------------------------
@@ -133,7 +131,13 @@ def test_at_most_thirty_hashtags_are_returned() -> None:
 
 
 def test_hashtags_end_at_punctuation_and_may_be_unicode() -> None:
-    assert hashtags("(#paren) #end. #a-b #Ünïcode #日本") == ["paren", "end", "a", "Ünïcode", "日本"]
+    assert hashtags("(#paren) #end. #a-b #Ünïcode #日本") == [
+        "paren",
+        "end",
+        "a",
+        "Ünïcode",
+        "日本",
+    ]
 
 
 def test_hashtags_in_headings_and_emphasis_count() -> None:
@@ -183,7 +187,10 @@ def test_code_and_text_hashtags_together() -> None:
         ('<p>x<iframe src="https://evil.example"></iframe></p>', "<p>x</p>"),
         ('<p>x<img src="x" onerror="alert(1)"></p>', "<p>x</p>"),
         ('<p style="color:red" onclick="x()">x</p>', "<p>x</p>"),
-        ('<span class="h-card" style="x" data-id="1">@ga</span>', '<span class="h-card">@ga</span>'),
+        (
+            '<span class="h-card" style="x" data-id="1">@ga</span>',
+            '<span class="h-card">@ga</span>',
+        ),
         ("<p>a<!-- secret -->b</p>", "<p>ab</p>"),
         ("<div><table><tr><td>cell</td></tr></table></div>", "cell"),
     ],
@@ -213,7 +220,7 @@ def test_sanitise_keeps_mastodon_mention_markup() -> None:
     )
     assert sanitise_html(mastodon) == (
         '<p><span class="h-card"><a href="https://m.example/@ga" class="u-url mention" '
-        f'{REL}>@<span>ga</span></a></span> hello<br>world</p>'
+        f"{REL}>@<span>ga</span></a></span> hello<br>world</p>"
     )
 
 

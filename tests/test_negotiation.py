@@ -12,10 +12,7 @@ from server.activitypub.negotiation import wants_activity_json
 AS2 = "application/activity+json"
 LD_AS = 'application/ld+json; profile="https://www.w3.org/ns/activitystreams"'
 
-MASTODON = (
-    'application/activity+json, application/ld+json; profile="https://www.w3.org/ns/activitystreams", '
-    "text/html;q=0.1"
-)
+MASTODON = f"application/activity+json, {LD_AS}, text/html;q=0.1"
 FIREFOX = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 CHROME = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,"

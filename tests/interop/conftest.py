@@ -43,7 +43,9 @@ class FedifyPeer:
 
     base_url: str
     process: subprocess.Popen[bytes]
-    stderr_tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=200))
+    stderr_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=200)
+    )
 
     @property
     def port(self) -> int:
@@ -116,10 +118,10 @@ class FedifyPeer:
         self,
         check: Callable[[], Awaitable[Any]],
         what: str,
-        timeout: float = 10.0,
+        within: float = 10.0,
     ) -> Any:
         """Poll ``check`` until it returns something truthy; fail with the peer's logs if not."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             result = await check()
             if result:
@@ -127,18 +129,18 @@ class FedifyPeer:
             if time.monotonic() > deadline:
                 inbox = await self.inbox()
                 raise AssertionError(
-                    f"timed out after {timeout} s waiting for {what}\n"
+                    f"timed out after {within} s waiting for {what}\n"
                     f"Fedify errors: {inbox['errors']}\n"
                     f"Fedify stderr:\n{self.stderr()[-3000:]}"
                 )
             await asyncio.sleep(0.05)
 
-    async def wait_for_activity(self, activity_type: str, timeout: float = 10.0) -> Json:
+    async def wait_for_activity(self, activity_type: str, within: float = 10.0) -> Json:
         async def found() -> Json | None:
             matches = await self.activities(activity_type)
             return matches[-1] if matches else None
 
-        result: Json = await self.wait_for(found, f"a {activity_type} in Fedify's inbox", timeout)
+        result: Json = await self.wait_for(found, f"a {activity_type} in Fedify's inbox", within)
         return result
 
     def reset_sync(self) -> None:
@@ -190,8 +192,10 @@ def _start() -> FedifyPeer:
             return FedifyPeer(base_url=line.split()[1], process=process, stderr_tail=tail)
         if process.poll() is not None or remaining <= 0:
             _stop(process)
-            why = f"exited with {process.returncode}" if process.returncode is not None else (
-                f"printed no READY line within {READY_TIMEOUT:.0f} s"
+            why = (
+                f"exited with {process.returncode}"
+                if process.returncode is not None
+                else (f"printed no READY line within {READY_TIMEOUT:.0f} s")
             )
             pytest.fail(f"the Fedify peer {why}; stderr:\n{''.join(tail)[-4000:]}", pytrace=False)
 

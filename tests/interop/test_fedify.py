@@ -61,7 +61,7 @@ def assert_http_signature_verified(entry: dict[str, Any], ctx: Context, handle: 
 
 
 def _ours(entry: dict[str, Any], ctx: Context) -> bool:
-    return urlsplit(entry["url"]).netloc == ctx.urls.host
+    return urlsplit(str(entry["url"])).netloc == ctx.urls.host
 
 
 async def assert_fedify_signed_rfc9421_without_retry(
@@ -87,9 +87,7 @@ async def assert_fedify_signed_rfc9421_without_retry(
         ), e
         assert "content-digest" in e["signedComponents"], e
     # Signed GETs of our actor, key and notes (WebFinger is the one unsigned lookup).
-    fetched = [
-        e for e in outgoing if e["method"] == "GET" and "/.well-known/" not in e["url"]
-    ]
+    fetched = [e for e in outgoing if e["method"] == "GET" and "/.well-known/" not in e["url"]]
     assert fetched, "Fedify fetched nothing from us"
     for e in fetched:
         assert (e["scheme"], e["status"], e["keyId"]) == ("rfc9421", 200, key_id), e
@@ -121,7 +119,7 @@ async def follow_accepted(ctx: Context, fedify: FedifyPeer, handle: str) -> dict
     assert accept["object"] == followed["followId"]
 
     async def accepted() -> bool:
-        following = (await fedify.state())["following"]
+        following: list[dict[str, Any]] = (await fedify.state())["following"]
         return any(
             f["actor"] == ctx.urls.actor(handle) and f["status"] == "accepted" for f in following
         )
@@ -130,10 +128,13 @@ async def follow_accepted(ctx: Context, fedify: FedifyPeer, handle: str) -> dict
     return followed
 
 
-async def delivered(ctx: Context, fedify: FedifyPeer, activity_type: str, since: int) -> dict[str, Any]:
+async def delivered(
+    ctx: Context, fedify: FedifyPeer, activity_type: str, since: int
+) -> dict[str, Any]:
     """Run the worker once; Fedify must have received exactly one such activity since ``since``."""
     assert await worker.run_once(ctx) == 1
-    received = [a for a in (await fedify.inbox(since))["activities"] if a["type"] == activity_type]
+    activities: list[dict[str, Any]] = (await fedify.inbox(since))["activities"]
+    received = [a for a in activities if a["type"] == activity_type]
     assert len(received) == 1, received
     return received[0]
 
@@ -172,7 +173,8 @@ async def test_communique_create_update_delete_reach_fedify(
     await follow_accepted(ctx, fedify, handle)
     seq = (await fedify.inbox())["seq"]
 
-    published = await post(ctx, handle, "¡Asamblea general en la plaza! #TomaLaPlaza", language="es")
+    text = "¡Asamblea general en la plaza! #TomaLaPlaza"
+    published = await post(ctx, handle, text, language="es")
     assert published.deliveries == 1  # one follower, on Fedify's shared inbox
     create = await delivered(ctx, fedify, "Create", seq)
     assert_http_signature_verified(create, ctx, handle)
@@ -244,7 +246,8 @@ async def test_fedify_reply_is_stored_updated_and_deleted(
     assert "Solidaridad desde" in page.text
 
     # Fedify edits its reply: Update{Note}.
-    updated = await fedify.post("update", {"noteId": replied["noteId"], "content": "<p>Editado</p>"})
+    edit = {"noteId": replied["noteId"], "content": "<p>Editado</p>"}
+    updated = await fedify.post("update", edit)
     assert [r["status"] for r in updated["requests"]] == [202]
     async with ctx.sessions() as session:
         reply = (await session.scalars(select(Reply))).one()
@@ -261,9 +264,7 @@ async def test_fedify_reply_is_stored_updated_and_deleted(
     deleted = await fedify.post("delete", {"noteId": replied["noteId"]})
     assert [r["status"] for r in deleted["requests"]] == [202]
     assert await count(ctx, Reply) == 0
-    types = {
-        a.type for a in (await _inbox_activities(ctx)) if a.actor_uri == fedify.actor
-    }
+    types = {a.type for a in (await _inbox_activities(ctx)) if a.actor_uri == fedify.actor}
     assert types == {"Create", "Update", "Like", "Announce", "Delete"}
     await assert_fedify_signed_rfc9421_without_retry(fedify, ctx, posts=5)
 

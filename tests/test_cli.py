@@ -1,0 +1,304 @@
+"""Acceptance: the admin drives InterOcc with the real `interocc` console script.
+
+Each command runs in its own process against the test database (both engines). Success
+prints what the admin needs on stdout; every failure is a non-zero exit, exactly one line
+on stderr, and a database left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import Connection
+
+from server.db import create_engine
+from server.models import Activity, Assembly, AssemblyStatus, Communique
+from tests.conftest import SECRET, _pg_admin, _pg_url
+
+INTEROCC = Path(sys.executable).parent / "interocc"
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+BASE_URL = "http://127.0.0.1:8765"
+
+
+@dataclass(frozen=True)
+class Run:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+    def __str__(self) -> str:
+        return f"interocc {' '.join(self.args)} → {self.returncode}\n{self.stdout}{self.stderr}"
+
+
+def _env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEROCC_")}
+    env |= {
+        "INTEROCC_DATABASE_URL": database_url,
+        "INTEROCC_SECRET_KEY": SECRET,
+        "INTEROCC_BASE_URL": BASE_URL,
+    }
+    return env
+
+
+def _start(database_url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(INTEROCC), *args],
+        env=_env(database_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], args: tuple[str, ...]) -> Run:
+    stdout, stderr = proc.communicate(timeout=60)
+    return Run(args, proc.returncode, stdout, stderr)
+
+
+def interocc(database_url: str, *args: str) -> Run:
+    return _finish(_start(database_url, *args), args)
+
+
+def ok(database_url: str, *args: str) -> Run:
+    run = interocc(database_url, *args)
+    assert run.returncode == 0, str(run)
+    return run
+
+
+def fails(database_url: str, *args: str, says: str) -> Run:
+    """Runs a command that must fail cleanly and leave the database exactly as it was."""
+    before = snapshot(database_url)
+    run = interocc(database_url, *args)
+    check_failure(run, says)
+    assert snapshot(database_url) == before, f"database changed by {run}"
+    return run
+
+
+def all_fail(database_url: str, cases: list[tuple[tuple[str, ...], str]]) -> None:
+    """Several commands that must each fail cleanly, run side by side (each is ~0.7 s of
+    start-up), then the database compared with its state before them all."""
+    before = snapshot(database_url)
+    procs = [(_start(database_url, *args), args, says) for args, says in cases]
+    runs = [(_finish(proc, args), says) for proc, args, says in procs]
+    for run, says in runs:
+        check_failure(run, says)
+    assert snapshot(database_url) == before, "database changed by a failing command"
+
+
+def check_failure(run: Run, says: str) -> None:
+    assert run.returncode != 0, str(run)
+    assert len(run.stderr_lines) == 1, str(run)
+    assert run.stderr_lines[0].startswith("interocc: "), str(run)
+    assert says.lower() in run.stderr.lower(), f"expected {says!r} in\n{run}"
+    assert run.stdout == "", str(run)
+
+
+# ---- the database, read directly ---------------------------------------------------------
+
+
+async def _read(database_url: str, fn: Any) -> Any:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def snapshot(database_url: str) -> dict[str, list[str]]:
+    """Every row of every table (alembic_version too), as sorted text."""
+
+    def read(conn: Connection) -> dict[str, list[str]]:
+        out = {}
+        for table in sorted(inspect(conn).get_table_names()):
+            rows = conn.execute(text(f'SELECT * FROM "{table}"')).all()
+            out[table] = sorted(repr(tuple(row)) for row in rows)
+        return out
+
+    result: dict[str, list[str]] = asyncio.run(_read(database_url, read))
+    return result
+
+
+def query(database_url: str, statement: Any) -> list[Any]:
+    def read(conn: Connection) -> list[Any]:
+        return list(conn.execute(statement).all())
+
+    rows: list[Any] = asyncio.run(_read(database_url, read))
+    return rows
+
+
+def communique_rows(database_url: str) -> list[Any]:
+    return query(
+        database_url,
+        select(
+            Communique.public_id,
+            Communique.source,
+            Communique.language,
+            Communique.updated_at,
+            Communique.deleted_at,
+        ).order_by(Communique.id),
+    )
+
+
+def communique_url(public_id: str, handle: str = "libertyplaza") -> str:
+    return f"{BASE_URL}/actors/{handle}/communiques/{public_id}"
+
+
+def seed_file() -> Path:
+    seeds = sorted(SEEDS.glob("*.txt"))
+    assert seeds, f"no seed text in {SEEDS}"
+    return seeds[0]
+
+
+# ---- tests -------------------------------------------------------------------------------
+
+
+def test_assembly_lifecycle_and_posting(database_url: str) -> None:
+    run = ok(database_url, "migrate")  # already migrated: a no-op that says so
+    assert "up to date" in run.stdout
+
+    run = ok(
+        database_url,
+        "assembly", "create", "libertyplaza",
+        "--name", "Liberty Plaza GA",
+        "--summary", "The people of Liberty Plaza, in General Assembly.",
+    )  # fmt: skip
+    assert "libertyplaza" in run.stdout and "pending" in run.stdout
+    rows = query(database_url, select(Assembly.handle, Assembly.name, Assembly.status))
+    assert [tuple(r) for r in rows] == [
+        ("libertyplaza", "Liberty Plaza GA", AssemblyStatus.PENDING)
+    ]
+
+    run = ok(database_url, "assembly", "list")
+    assert run.stdout.splitlines() == ["libertyplaza\tpending\tLiberty Plaza GA"]
+
+    # A pending assembly cannot publish.
+    fails(database_url, "post", "libertyplaza", "--text", "Too early.", says="pending")
+    assert communique_rows(database_url) == []
+
+    run = ok(database_url, "assembly", "approve", "libertyplaza")
+    assert f"{BASE_URL}/actors/libertyplaza" in run.stdout
+    run = ok(database_url, "assembly", "list")
+    assert run.stdout.splitlines() == ["libertyplaza\tapproved\tLiberty Plaza GA"]
+
+    # Post: stdout is exactly the communiqué's URL.
+    run = ok(
+        database_url, "post", "libertyplaza", "--text", "¡Asamblea a las 7!", "--language", "es"
+    )
+    [(public_id, source, language, updated, deleted)] = communique_rows(database_url)
+    assert run.stdout.strip() == communique_url(public_id)
+    assert len(run.stdout.splitlines()) == 1
+    assert (source, language, updated, deleted) == ("¡Asamblea a las 7!", "es", None, None)
+
+    # Post from a file: the seed communiqué.
+    seed = seed_file()
+    run = ok(database_url, "post", "libertyplaza", "--file", str(seed))
+    rows = communique_rows(database_url)
+    assert len(rows) == 2
+    assert run.stdout.strip() == communique_url(rows[1].public_id)
+    assert rows[1].source == seed.read_text(encoding="utf-8")
+    assert rows[1].language == "en"
+
+    # Edit the first one.
+    first_url = communique_url(public_id)
+    run = ok(database_url, "edit", first_url, "--text", "Asamblea a las 8.")
+    assert run.stdout.strip() == first_url
+    rows = communique_rows(database_url)
+    assert rows[0].source == "Asamblea a las 8." and rows[0].updated_at is not None
+    assert rows[1].updated_at is None
+
+    # Delete it.
+    run = ok(database_url, "delete", first_url)
+    assert first_url in run.stdout
+    rows = communique_rows(database_url)
+    assert rows[0].deleted_at is not None and rows[1].deleted_at is None
+
+    # Each change was recorded as the activity followers are sent.
+    types = query(database_url, select(Activity.type).order_by(Activity.id))
+    assert [t for (t,) in types] == ["Create", "Create", "Update", "Delete"]
+
+    # Now every mistake an admin can make: one clear line each, nothing changed.
+    unknown_url = communique_url("doesnotexist0000")
+    all_fail(
+        database_url,
+        [
+            (("assembly", "create", "Bad Handle!", "--name", "Bad"), "invalid handle"),
+            (("assembly", "create", "libertyplaza", "--name", "Again"), "already exists"),
+            (("assembly", "approve", "libertyplaza"), "already approved"),
+            (("assembly", "approve", "nowhere"), "no assembly"),
+            (("post", "nowhere", "--text", "Hello."), "no assembly"),
+            (("edit", unknown_url, "--text", "New."), "no such"),
+            (("delete", unknown_url), "no such"),
+            (("edit", "https://elsewhere.example/notes/1", "--text", "New."), "not the URL"),
+            (("delete", first_url), "already deleted"),
+            (("edit", first_url, "--text", "Back."), "deleted"),
+            (("post", "libertyplaza", "--text", "   \n"), "needs some text"),
+            (
+                ("post", "libertyplaza", "--text", "Hi.", "--language", "not a language"),
+                "invalid language",
+            ),
+            (("post", "libertyplaza", "--file", str(seed.with_name("missing.txt"))), "cannot read"),
+        ],
+    )
+
+
+def test_suspended_assembly_cannot_post(database_url: str) -> None:
+    ok(database_url, "assembly", "create", "oakland", "--name", "Oakland GA")
+    ok(database_url, "assembly", "approve", "oakland")
+    ok(database_url, "post", "oakland", "--text", "Before the suspension.")
+    run = ok(database_url, "assembly", "suspend", "oakland")
+    assert "suspended" in run.stdout
+    [url] = [communique_url(r.public_id, "oakland") for r in communique_rows(database_url)]
+    all_fail(
+        database_url,
+        [
+            (("post", "oakland", "--text", "After the suspension."), "suspended"),
+            (("edit", url, "--text", "Changed."), "suspended"),
+            (("delete", url), "suspended"),
+            (("assembly", "suspend", "oakland"), "already suspended"),
+        ],
+    )
+    assert len(communique_rows(database_url)) == 1
+
+
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Any:
+    """A database that exists but was never migrated."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'never-migrated.sqlite3'}"
+        return
+    name = f"interocc_empty_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    yield _pg_url(name)
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def test_commands_refuse_an_unmigrated_database(empty_database_url: str) -> None:
+    if empty_database_url.startswith("sqlite"):
+        Path(empty_database_url.split(":///", 1)[1]).parent.mkdir()
+    cases: list[tuple[tuple[str, ...], str]] = [
+        (("assembly", "list"), "interocc migrate"),
+        (("assembly", "create", "libertyplaza", "--name", "GA"), "interocc migrate"),
+        (("post", "libertyplaza", "--text", "Hello."), "interocc migrate"),
+    ]
+    all_fail(empty_database_url, cases)
+    assert snapshot(empty_database_url) == {}  # not even alembic_version was created
+
+    # `migrate` then makes it usable.
+    ok(empty_database_url, "migrate")
+    assert "alembic_version" in snapshot(empty_database_url)
+    assert ok(empty_database_url, "assembly", "list").stdout == ""
