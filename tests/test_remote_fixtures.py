@@ -32,6 +32,8 @@ ALL = sorted(FIXTURES.glob("*/*.json"))
 # Lemmy keeps its test assets without @context and adds this one when it sends a document
 # (FEDERATION_CONTEXT in LemmyNet/lemmy crates/utils/src/lib.rs).
 LEMMY_CONTEXT = ["https://join-lemmy.org/context.json", "https://www.w3.org/ns/activitystreams"]
+DANGEROUS = ("<script", "alert(1)", "<img", "onerror", "javascript:", "onclick", "<iframe")
+DANGEROUS += ("<style",)
 ACTIVITY_TYPES = {"Follow", "Undo", "Announce", "Update", "Delete", "Create"}
 
 
@@ -164,7 +166,7 @@ def test_note_content_survives_and_is_sanitised(path: Path) -> None:
     )
     cleaned = sanitise_html(hostile)
     lowered = cleaned.lower()
-    for needle in ("<script", "alert(1)", "<img", "onerror", "javascript:", "onclick", "<iframe", "<style"):
+    for needle in DANGEROUS:
         assert needle not in lowered
     assert _text(raw_note["content"]) in _text(cleaned)
     assert "link" in cleaned
@@ -215,8 +217,11 @@ async def test_store_every_actor(ctx: Context) -> None:
     async with ctx.sessions() as session, session.begin():
         for raw in actors:
             await store_actor(session, ctx, normalise(raw))
+    # GoToSocial's two fixtures are the same account before and after it gained a shared
+    # inbox: the later store must win, as it would for a refreshed actor.
+    latest = {raw["id"]: raw for raw in actors}
     async with ctx.sessions() as session:
-        for raw in actors:
+        for raw in latest.values():
             stored = (
                 await session.scalars(select(RemoteActor).where(RemoteActor.uri == raw["id"]))
             ).one()
@@ -232,4 +237,4 @@ async def test_store_every_actor(ctx: Context) -> None:
             assert key.owner_uri == raw["id"]
             assert key.public_key_pem == raw["publicKey"]["publicKeyPem"]
         count = len((await session.scalars(select(RemoteActor))).all())
-        assert count == len(actors)
+        assert count == len(latest)

@@ -27,6 +27,7 @@ from server.errors import RemoteError, UnsafeAddress
 
 AS2_ACCEPT = f"{AS2_MEDIA_TYPE}, {LD_MEDIA_TYPE}"
 MAX_REDIRECTS = 5
+MAX_ANSWER_BYTES = 16_384
 
 Clock = Callable[[], datetime]
 
@@ -248,12 +249,31 @@ class FederationClient:
     async def post(self, url: str, body: bytes, *, auth: httpx.Auth) -> httpx.Response:
         """POST an activity; redirects are not followed (the signature covers the target)."""
         check_url(url)
+        request = self.http.build_request(
+            "POST",
+            url,
+            content=body,
+            headers={"Content-Type": AS2_MEDIA_TYPE, "Accept": AS2_ACCEPT},
+            timeout=httpx.Timeout(self.delivery_timeout),
+        )
         async with asyncio.timeout(self.delivery_timeout * 2):
-            response = await self.http.post(
-                url,
-                content=body,
-                headers={"Content-Type": AS2_MEDIA_TYPE, "Accept": AS2_ACCEPT},
-                auth=auth,
-                timeout=httpx.Timeout(self.delivery_timeout),
-            )
-        return response
+            response = await self.http.send(request, auth=auth, stream=True)
+            try:
+                # Only the start of an answer is kept (for the delivery's error record):
+                # an inbox cannot make us hold an unbounded body.
+                kept = bytearray()
+                async for chunk in response.aiter_raw():
+                    kept += chunk[: MAX_ANSWER_BYTES - len(kept)]
+                    if len(kept) >= MAX_ANSWER_BYTES:
+                        break
+            finally:
+                await response.aclose()
+        # The kept bytes are raw (maybe compressed, cut short): only the headers the worker
+        # reads travel on, so nothing tries to decode them.
+        keep = {k: v for k, v in response.headers.items() if k.lower() in {"retry-after"}}
+        return httpx.Response(
+            response.status_code,
+            headers=keep,
+            content=bytes(kept).decode("utf-8", "replace").encode(),
+            request=request,
+        )
