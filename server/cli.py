@@ -38,11 +38,17 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 async def _check_schema(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
+    url = settings.database_url
+    if is_sqlite(url) and ":memory:" not in url and not Path(url.split(":///", 1)[1]).exists():
+        # Opening it would leave an empty file behind (or fail if its folder is missing).
+        raise CommandError("there is no database yet: run `interocc migrate` first")
+    engine = create_engine(url)
     try:
         current = await migrate.current_revision(engine)
     except Exception as exc:  # unreachable server, bad credentials…
-        raise CommandError(f"cannot open the database: {exc.__class__.__name__}: {exc}") from exc
+        # SQLAlchemy's messages end with a "(Background on this error …)" line: one line only.
+        reason = (str(exc).splitlines() or [""])[0]
+        raise CommandError(f"cannot open the database: {exc.__class__.__name__}: {reason}") from exc
     finally:
         await engine.dispose()
     if current != migrate.head_revision():
