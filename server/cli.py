@@ -37,9 +37,13 @@ def _ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _sqlite_file_missing(url: str) -> bool:
+    return is_sqlite(url) and ":memory:" not in url and not Path(url.split(":///", 1)[1]).exists()
+
+
 async def _check_schema(settings: Settings) -> None:
     url = settings.database_url
-    if is_sqlite(url) and ":memory:" not in url and not Path(url.split(":///", 1)[1]).exists():
+    if _sqlite_file_missing(url):
         # Opening it would leave an empty file behind (or fail if its folder is missing).
         raise CommandError("there is no database yet: run `interocc migrate` first")
     engine = create_engine(url)

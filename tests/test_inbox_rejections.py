@@ -189,3 +189,13 @@ async def test_activity_id_on_another_origin(
     assert response.status_code == 403
     for model in (InboxActivity, Follower, Activity, Delivery):
         assert await count(ctx, model) == 0
+
+
+async def test_deeply_nested_json(
+    ctx: Context, peer: Peer, setup: tuple[PeerActor, str, str]
+) -> None:
+    actor, inbox, _target = setup
+    body = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    response = await peer.post_activity(actor, inbox, body)
+    assert response.status_code == 400
+    await nothing_stored(ctx)

@@ -159,7 +159,7 @@ async def receive(
         inbox_assembly = await assemblies.get_public(session, inbox_handle)
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("body is not JSON") from None
     if not isinstance(raw, dict):
         raise BadRequest("body is not a JSON object")
