@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assemblies, communiques, migrate
+from server.activitypub import mentions
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context, create_context
 from server.db import create_engine, is_sqlite
@@ -81,6 +82,12 @@ def _read_text(args: argparse.Namespace) -> str:
     return text
 
 
+async def _resolve_mentions(ctx: Context, text: str) -> list[mentions.Mention]:
+    # Its own transaction: WebFinger and actor fetches must not hold the write lock.
+    async with ctx.sessions() as session, session.begin():
+        return await mentions.resolve(session, ctx, text)
+
+
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     _ensure_sqlite_dir(settings.database_url)
     engine = create_engine(settings.database_url)
@@ -133,6 +140,7 @@ async def cmd_post(settings: Settings, args: argparse.Namespace) -> None:
     text = _read_text(args)
 
     async def run(ctx: Context, session: AsyncSession) -> None:
+        found = await _resolve_mentions(ctx, text)
         published = await communiques.publish(
             session,
             ctx.urls,
@@ -140,6 +148,7 @@ async def cmd_post(settings: Settings, args: argparse.Namespace) -> None:
             source=text,
             language=args.language,
             now=ctx.clock(),
+            mentions=found,
         )
         print(published.url)
 
@@ -150,8 +159,9 @@ async def cmd_edit(settings: Settings, args: argparse.Namespace) -> None:
     text = _read_text(args)
 
     async def run(ctx: Context, session: AsyncSession) -> None:
+        found = await _resolve_mentions(ctx, text)
         published = await communiques.edit(
-            session, ctx.urls, url=args.url, source=text, now=ctx.clock()
+            session, ctx.urls, url=args.url, source=text, now=ctx.clock(), mentions=found
         )
         print(published.url)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import activities, assemblies
 from server.activitypub import delivery
+from server.activitypub.mentions import Mention
 from server.activitypub.vocab import PUBLIC, build_note, build_tombstone
 from server.content import render_markdown
 from server.errors import BadRequest, Gone, NotFound
@@ -46,7 +48,7 @@ def _check_language(language: str) -> str:
 
 
 def note_document(urls: Urls, assembly: Assembly, communique: Communique) -> dict[str, Any]:
-    return build_note(
+    note = build_note(
         note_id=urls.communique(assembly.handle, communique.public_id),
         actor_id=urls.actor(assembly.handle),
         followers=urls.followers(assembly.handle),
@@ -56,6 +58,29 @@ def note_document(urls: Urls, assembly: Assembly, communique: Communique) -> dic
         updated=communique.updated_at,
         hashtags=[(tag, urls.tag(tag)) for tag in communique.hashtags],
     )
+    # Mentioned actors are addressed too (Mastodon notifies them only when they are).
+    note["tag"] += [
+        {"type": "Mention", "href": m["href"], "name": m["name"]} for m in communique.mentions
+    ]
+    note["cc"] += [m["href"] for m in communique.mentions]
+    return note
+
+
+def _link_mentions(content_html: str, mentions: Sequence[Mention]) -> str:
+    for m in mentions:
+        user = html.escape(m.name.split("@")[1])
+        link = (
+            f'<span class="h-card"><a href="{html.escape(m.url, quote=True)}" '
+            f'class="u-url mention">@<span>{user}</span></a></span>'
+        )
+        content_html = re.sub(
+            r"(?<![\w@/])" + re.escape(html.escape(m.name)) + r"(?![\w@])", link, content_html
+        )
+    return content_html
+
+
+def _mention_rows(mentions: Sequence[Mention]) -> list[dict[str, str]]:
+    return [{"name": m.name, "href": m.href, "inbox": m.inbox, "url": m.url} for m in mentions]
 
 
 async def _send(
@@ -66,6 +91,7 @@ async def _send(
     activity_type: str,
     obj: dict[str, Any],
     now: datetime,
+    extra_inboxes: Sequence[str] = (),
 ) -> Published:
     activity = await activities.record(
         session,
@@ -80,6 +106,7 @@ async def _send(
         communique_id=communique.id,
     )
     inboxes = await delivery.follower_inboxes(session, assembly.id)
+    inboxes += [m["inbox"] for m in communique.mentions] + list(extra_inboxes)
     rows = await delivery.enqueue(session, activity, inboxes, now=now)
     return Published(
         communique=communique,
@@ -97,17 +124,23 @@ async def publish(
     source: str,
     language: str = "en",
     now: datetime,
+    mentions: Sequence[Mention] = (),
 ) -> Published:
-    """A new communiqué, its Create{Note} and one delivery per follower inbox."""
+    """A new communiqué, its Create{Note} and one delivery per follower inbox.
+
+    ``mentions`` are resolved beforehand (server.activitypub.mentions.resolve): the
+    mentioned actors are tagged, addressed and sent the Note.
+    """
     assembly = await assemblies.require_active(session, handle)
     rendered = render_markdown(_check_source(source), tag_url=urls.tag)
     communique = Communique(
         public_id=new_public_id(),
         assembly_id=assembly.id,
         source=source,
-        content_html=rendered.html,
+        content_html=_link_mentions(rendered.html, mentions),
         language=_check_language(language),
         hashtags=rendered.hashtags,
+        mentions=_mention_rows(mentions),
         published_at=now,
     )
     session.add(communique)
@@ -146,7 +179,13 @@ async def get(session: AsyncSession, handle: str, public_id: str) -> tuple[Assem
 
 
 async def edit(
-    session: AsyncSession, urls: Urls, *, url: str, source: str, now: datetime
+    session: AsyncSession,
+    urls: Urls,
+    *,
+    url: str,
+    source: str,
+    now: datetime,
+    mentions: Sequence[Mention] = (),
 ) -> Published:
     """New text for a communiqué: an Update carrying the whole Note with ``updated``."""
     assembly, communique = await find_by_url(session, urls, url)
@@ -155,8 +194,11 @@ async def edit(
         raise Gone("this communiqué was deleted")
     rendered = render_markdown(_check_source(source), tag_url=urls.tag)
     communique.source = source
-    communique.content_html = rendered.html
+    communique.content_html = _link_mentions(rendered.html, mentions)
     communique.hashtags = rendered.hashtags
+    # Those mentioned before get the Update too, so their copy does not go stale.
+    earlier = [m["inbox"] for m in communique.mentions]
+    communique.mentions = _mention_rows(mentions)
     communique.updated_at = now
     await session.flush()
     return await _send(
@@ -167,6 +209,7 @@ async def edit(
         "Update",
         note_document(urls, assembly, communique),
         now,
+        earlier,
     )
 
 

@@ -170,6 +170,8 @@ class Communique(Base):
     content_html: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(16), default="en")
     hashtags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # [{"name": "@user@host", "href": actor id, "inbox": …, "url": …}] resolved at writing time
+    mentions: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

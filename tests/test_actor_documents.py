@@ -101,9 +101,7 @@ async def test_actor_html_for_browsers(ctx: Context, http: httpx.AsyncClient) ->
     assert f"@libertyplaza@{ctx.urls.host}" in response.text
 
 
-async def test_actor_has_every_field_mastodon_reads(
-    ctx: Context, http: httpx.AsyncClient
-) -> None:
+async def test_actor_has_every_field_mastodon_reads(ctx: Context, http: httpx.AsyncClient) -> None:
     await approved_assembly(
         ctx, "libertyplaza", name="Liberty Plaza GA", summary="Daily at 7pm.\n\nAll welcome."
     )

@@ -57,9 +57,7 @@ def self_link(jrd: dict[str, object]) -> dict[str, str]:
     return found[0]
 
 
-async def test_webfinger_by_acct_and_by_actor_url(
-    ctx: Context, http: httpx.AsyncClient
-) -> None:
+async def test_webfinger_by_acct_and_by_actor_url(ctx: Context, http: httpx.AsyncClient) -> None:
     await approved_assembly(ctx, "libertyplaza")
     host = ctx.urls.host
     assert host.startswith("127.0.0.1:")  # the port is part of the handle's host
