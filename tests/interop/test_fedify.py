@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import select
 
 from server import communiques, worker
+from server.activitypub import mentions
 from server.context import Context
 from server.models import Follower, FollowerStatus, InboxActivity, RemoteActor, Reply
 from tests.helpers import approved_assembly, count, post
@@ -33,11 +34,6 @@ pytestmark = pytest.mark.e2e
 
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 AS2 = {"Accept": "application/activity+json"}
-
-# TODO(mentions): communiqués cannot mention remote actors yet (server/communiques.py has no
-# `mentions` feature). When they can, publish one mentioning Fedify's alice
-# (`fedify.handle`) and assert that Fedify receives the Create{Note} with a Mention tag whose
-# href is `fedify.actor`, delivered to alice's inbox even though she does not follow us.
 
 _handles = itertools.count(1)
 
@@ -317,3 +313,27 @@ async def test_inbox_verifies_rfc9421_and_draft_cavage(
     async with ctx.sessions() as session:
         follower = (await session.scalars(select(Follower))).one()
     assert follower.follow_uri == rfc9421["activityId"]  # the later Follow, one follower row
+
+
+async def test_mention_reaches_fedify_without_a_follow(
+    ctx: Context, server: ServerThread, fedify: FedifyPeer
+) -> None:
+    """A communiqué mentioning Fedify's alice is tagged, addressed and delivered to her."""
+    handle = fresh_handle("mentioner")
+    await approved_assembly(ctx, handle)
+    text = f"Greetings @{fedify.handle}, from the Liberty Plaza assembly."
+    seq = (await fedify.inbox())["seq"]
+    async with ctx.sessions() as session, session.begin():
+        found = await mentions.resolve(session, ctx, text)
+    async with ctx.sessions() as session, session.begin():
+        published = await communiques.publish(
+            session, ctx.urls, handle=handle, source=text, now=ctx.clock(), mentions=found
+        )
+    assert published.deliveries == 1
+    create = await delivered(ctx, fedify, "Create", seq)
+    assert_http_signature_verified(create, ctx, handle)
+    note = create["json"]["object"]
+    tags = note["tag"] if isinstance(note["tag"], list) else [note["tag"]]
+    assert any(t.get("type") == "Mention" and t.get("href") == fedify.actor for t in tags), tags
+    cc = note["cc"] if isinstance(note["cc"], list) else [note["cc"]]
+    assert fedify.actor in cc
