@@ -95,6 +95,8 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
+    # The instance key is made here, so no later command (even a failing one) writes it.
+    await (await create_context(settings)).aclose()
     print("database is up to date")
 
 

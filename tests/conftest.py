@@ -67,7 +67,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     name = f"interocc_tpl_{os.getpid()}"
-    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"))
+    asyncio.run(
+        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
+    )
     asyncio.run(_migrate(_pg_url(name)))
     yield name
     asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -79,9 +81,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database_url(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, fully migrated database for one test."""
     if backend == "sqlite":
         template = request.getfixturevalue("sqlite_template")
@@ -96,7 +96,9 @@ def database_url(
     asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
-def make_settings(database_url: str, base_url: str = "http://127.0.0.1:8000", **kw: object) -> Settings:
+def make_settings(
+    database_url: str, base_url: str = "http://127.0.0.1:8000", **kw: object
+) -> Settings:
     return Settings(
         base_url=base_url,
         database_url=database_url,

@@ -107,7 +107,7 @@ async def test_retries_across_a_killed_worker_deliver_exactly_once(
         flaky.delay = 3.0
         seen = len(flaky.received)
         log = (tmp_path / "worker.log").open("wb")
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 - a real worker process, started once
             [sys.executable, "-m", "server.cli", "worker"],
             env=_worker_env(settings),
             stdout=subprocess.DEVNULL,
@@ -115,7 +115,7 @@ async def test_retries_across_a_killed_worker_deliver_exactly_once(
         )
         try:
             deadline = time.monotonic() + 20
-            while len(flaky.received) < seen + 3 and time.monotonic() < deadline:
+            while len(flaky.received) < seen + 3 and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             assert len(flaky.received) == seen + 3, (tmp_path / "worker.log").read_text()
         finally:

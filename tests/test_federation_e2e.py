@@ -109,7 +109,9 @@ async def test_follow_post_edit_delete_unfollow(
     assert await count(ctx, InboxActivity) == 2  # the Follow and the Undo
 
 
-async def test_repeated_follow_is_idempotent(ctx: Context, server: ServerThread, peer: Peer) -> None:
+async def test_repeated_follow_is_idempotent(
+    ctx: Context, server: ServerThread, peer: Peer
+) -> None:
     await approved_assembly(ctx, "ga")
     bob = peer.add_actor("bob")
     await peer.follow(bob, f"ga@{ctx.urls.host}")

@@ -24,7 +24,9 @@ def peer() -> Peer:
         yield p
 
 
-def reply_create(actor: PeerActor, note_url: str, n: int, content: str, **extra: Any) -> dict[str, Any]:
+def reply_create(
+    actor: PeerActor, note_url: str, n: int, content: str, **extra: Any
+) -> dict[str, Any]:
     note = {
         "id": f"{actor.id}/statuses/{n}",
         "type": "Note",
@@ -52,7 +54,7 @@ async def test_reply_is_stored_sanitised_shown_updated_and_deleted(
     published = await post(ctx, "ga", "We invite all assemblies to reply.")
     dana = peer.add_actor("dana")
     create = reply_create(
-        dana, published.url, 1, '<p>Solidarity from <b>Oakland</b>!<script>alert(1)</script></p>'
+        dana, published.url, 1, "<p>Solidarity from <b>Oakland</b>!<script>alert(1)</script></p>"
     )
     response = await peer.post_activity(dana, f"{server.base_url}/inbox", create)
     assert response.status_code == 202
