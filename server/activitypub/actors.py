@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urldefrag, urlsplit
@@ -145,49 +146,59 @@ async def fetch_actor(
         raise RemoteError(exc.message, detail=uri) from exc
 
 
-async def lookup_key(
-    session: AsyncSession, ctx: Context, key_id: str, *, refresh: bool = False
-) -> RemoteKey:
-    """The public key for a signature's keyId, from cache or fetched (actor or key document)."""
-    if not refresh:
-        cached = (
-            await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))
-        ).first()
-        if cached is not None:
-            return cached
+@dataclass(frozen=True)
+class ResolvedKey:
+    """A key fetched from its origin, with its owner's actor document, not yet stored."""
+
+    key_id: str
+    owner_uri: str
+    pem: str
+    actor_doc: dict[str, Any]
+
+
+def _actor_fields(doc: dict[str, Any], uri: str) -> None:
+    try:
+        parse_actor(doc)
+    except BadRequest as exc:
+        raise RemoteError(exc.message, detail=uri) from exc
+
+
+async def resolve_key(ctx: Context, key_id: str) -> ResolvedKey:
+    """Fetch a signature's key (actor or separate key document) over the network only.
+
+    No database work happens here, so the caller can fetch before it opens a transaction
+    and store the result (``store_resolved``) inside it.
+    """
     url = urldefrag(key_id).url
     doc = await fetch_document(ctx, url)
     if set(as_list(doc.get("type"))) & ACTOR_TYPES:
-        actor = await store_actor(session, ctx, doc)
-        key = (
-            await session.scalars(
-                select(RemoteKey).where(
-                    RemoteKey.key_id == key_id, RemoteKey.owner_uri == actor.uri
-                )
-            )
-        ).first()
-        if key is None:
-            raise RemoteError("the actor does not publish that key", detail=key_id)
-        return key
+        _actor_fields(doc, url)
+        for found_id, owner, pem in public_keys_of(doc):
+            if found_id == key_id and owner == id_of(doc.get("id")):
+                return ResolvedKey(key_id, owner, pem, doc)
+        raise RemoteError("the actor does not publish that key", detail=key_id)
     # A separate key document: its owner must list the key among its own.
     for found_id, owner, pem in public_keys_of(doc):
-        if found_id == key_id:
-            actor = await fetch_actor(session, ctx, owner, refresh=True)
-            key = (
-                await session.scalars(
-                    select(RemoteKey).where(
-                        RemoteKey.key_id == key_id, RemoteKey.owner_uri == actor.uri
-                    )
-                )
-            ).first()
-            if key is None:
-                # Some servers (GoToSocial) publish the key only in the key document; the
-                # owner must then be on the key's own origin.
-                if not same_origin(owner, key_id):
-                    raise RemoteError("key owner is on another origin", detail=key_id)
-                key = await store_key(session, ctx, key_id=key_id, owner_uri=owner, pem=pem)
-            return key
+        if found_id != key_id:
+            continue
+        actor_doc = await fetch_document(ctx, owner)
+        _actor_fields(actor_doc, owner)
+        listed = [p for k, o, p in public_keys_of(actor_doc) if k == key_id and o == owner]
+        if listed:
+            return ResolvedKey(key_id, owner, listed[0], actor_doc)
+        # Some servers (GoToSocial) publish the key only in the key document; the owner
+        # must then be on the key's own origin.
+        if not same_origin(owner, key_id):
+            raise RemoteError("key owner is on another origin", detail=key_id)
+        return ResolvedKey(key_id, owner, pem, actor_doc)
     raise RemoteError("no public key in the key document", detail=key_id)
+
+
+async def store_resolved(session: AsyncSession, ctx: Context, resolved: ResolvedKey) -> RemoteKey:
+    await store_actor(session, ctx, resolved.actor_doc)
+    return await store_key(
+        session, ctx, key_id=resolved.key_id, owner_uri=resolved.owner_uri, pem=resolved.pem
+    )
 
 
 async def forget_actor(session: AsyncSession, actor_uri: str) -> bool:

@@ -21,12 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import activities, assemblies, communiques
 from server.activitypub import delivery
 from server.activitypub.actors import (
+    ResolvedKey,
     fetch_actor,
     forget_actor,
-    lookup_key,
     parse_actor,
+    resolve_key,
     same_origin,
     store_actor,
+    store_resolved,
 )
 from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise
 from server.activitypub.signatures import (
@@ -86,33 +88,45 @@ def handles(activity_type: str) -> Callable[[Handler], Handler]:
     return register
 
 
-async def _verify(
+@dataclass(frozen=True)
+class Signed:
+    """A request whose signature holds: the parsed body and who signed it."""
+
+    raw: Doc
+    actor_uri: str
+    owner_uri: str | None  # None: a Delete of an actor we never knew, nothing to verify
+    fetched_key: ResolvedKey | None  # a key fetched for this request, stored on success
+
+
+async def authenticate(
     ctx: Context,
-    session: AsyncSession,
     *,
     method: str,
     target: str,
     headers: Mapping[str, str],
     body: bytes,
-    activity: Doc,
-) -> str | None:
-    """The key owner's URI when the signature holds; None for a Delete of an unknown actor."""
+    inbox_handle: str | None,
+) -> Signed:
+    """Parse the body and verify its signature, fetching the key if need be.
+
+    Runs before any write transaction is opened: a slow remote key server must not hold
+    the database's write lock (SQLite has only one). Nothing is written here.
+    """
+    if inbox_handle is not None:
+        async with ctx.sessions() as session:
+            await assemblies.get_public(session, inbox_handle)
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("body is not a JSON object")
+    actor_uri = id_of(raw.get("actor"))
+    if not actor_uri:
+        raise BadRequest("activity has no actor")
     info = parse_signature(headers)
     if isinstance(info, Rejected):
         raise Unauthorized(info.reason)
-    cached = (
-        await session.scalars(select(RemoteKey).where(RemoteKey.key_id == info.key_id))
-    ).first()
-    try:
-        key = cached or await lookup_key(session, ctx, info.key_id)
-    except RemoteError as exc:
-        # An actor deleting itself is gone (410) by the time we could fetch its key; if we
-        # never knew it there is nothing to remove, so answer politely and store nothing.
-        if activity.get("type") == "Delete" and id_of(activity.get("object")) == id_of(
-            activity.get("actor")
-        ):
-            return None
-        raise Unauthorized(f"could not obtain the signing key: {exc.message}") from exc
 
     def check(pem: str) -> Rejected | None:
         public_key = load_public_key(pem)
@@ -130,49 +144,43 @@ async def _verify(
         )
         return result if isinstance(result, Rejected) else None
 
-    failure = check(key.public_key_pem)
-    if failure is not None and cached is not None:
-        # The key may have been rotated since we cached it: fetch it once more.
-        try:
-            key = await lookup_key(session, ctx, info.key_id, refresh=True)
-        except RemoteError as exc:
+    async with ctx.sessions() as session:
+        cached = (
+            await session.scalars(select(RemoteKey).where(RemoteKey.key_id == info.key_id))
+        ).first()
+    failure = check(cached.public_key_pem) if cached is not None else None
+    if cached is not None and failure is None:
+        return Signed(raw, actor_uri, cached.owner_uri, None)
+    # Not cached, or the key may have been rotated since we cached it: fetch it (once).
+    try:
+        fetched = await resolve_key(ctx, info.key_id)
+    except RemoteError as exc:
+        if failure is not None:
             raise Unauthorized(f"signature not verified: {failure.reason}") from exc
-        failure = check(key.public_key_pem)
+        # An actor deleting itself is gone (410) by the time we could fetch its key; if we
+        # never knew it there is nothing to remove, so answer politely and store nothing.
+        if raw.get("type") == "Delete" and id_of(raw.get("object")) == actor_uri:
+            return Signed(raw, actor_uri, None, None)
+        raise Unauthorized(f"could not obtain the signing key: {exc.message}") from exc
+    failure = check(fetched.pem)
     if failure is not None:
         raise Unauthorized(f"signature not verified: {failure.reason}")
-    return key.owner_uri
+    return Signed(raw, actor_uri, fetched.owner_uri, fetched)
 
 
 async def receive(
-    ctx: Context,
-    session: AsyncSession,
-    *,
-    method: str,
-    target: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    inbox_handle: str | None,
+    ctx: Context, session: AsyncSession, signed: Signed, *, inbox_handle: str | None
 ) -> Received:
-    """The whole pipeline for one POST to an inbox; the caller commits on success."""
+    """Handle an authenticated activity inside the caller's transaction (no network I/O
+    unless a handler needs an actor we have not cached); the caller commits on success."""
+    raw, actor_uri = signed.raw, signed.actor_uri
+    if signed.owner_uri is None:
+        return Received(str(raw.get("id")), actor_uri, "Delete", ignored=True)
+    if signed.owner_uri != actor_uri:
+        raise Unauthorized("the signing key does not belong to the activity's actor")
     inbox_assembly = None
     if inbox_handle is not None:
         inbox_assembly = await assemblies.get_public(session, inbox_handle)
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("body is not JSON") from None
-    if not isinstance(raw, dict):
-        raise BadRequest("body is not a JSON object")
-    actor_uri = id_of(raw.get("actor"))
-    if not actor_uri:
-        raise BadRequest("activity has no actor")
-    owner = await _verify(
-        ctx, session, method=method, target=target, headers=headers, body=body, activity=raw
-    )
-    if owner is None:
-        return Received(str(raw.get("id")), actor_uri, "Delete", ignored=True)
-    if owner != actor_uri:
-        raise Unauthorized("the signing key does not belong to the activity's actor")
     try:
         activity = normalise(raw)
     except JsonLdError as exc:
@@ -186,6 +194,8 @@ async def receive(
         raise BadRequest("activity actor changed under normalisation")
     if not same_origin(activity_id, actor_uri):
         raise Forbidden("activity id is not on the actor's origin")
+    if signed.fetched_key is not None:
+        await store_resolved(session, ctx, signed.fetched_key)
     seen = await session.scalar(select(InboxActivity.id).where(InboxActivity.uri == activity_id))
     if seen is not None:
         return Received(activity_id, actor_uri, activity_type, duplicate=True)

@@ -156,21 +156,21 @@ async def post_inbox(request: Request) -> Response:
     body = await _read_body(request, ctx.settings.max_body_bytes)
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     handle = request.path_params.get("handle")
+    signed = await inbox.authenticate(
+        ctx,
+        method=request.method,
+        target=target,
+        headers=request.headers,
+        body=body,
+        inbox_handle=handle,
+    )
     async with ctx.sessions() as session:
         try:
             async with session.begin():
-                result = await inbox.receive(
-                    ctx,
-                    session,
-                    method=request.method,
-                    target=target,
-                    headers=request.headers,
-                    body=body,
-                    inbox_handle=handle,
-                )
+                result = await inbox.receive(ctx, session, signed, inbox_handle=handle)
         except IntegrityError:
             # The same activity arrived twice at once; the other request stored it.
-            activity_id = json.loads(body).get("id")
+            activity_id = signed.raw.get("id")
             seen = await session.scalar(
                 select(InboxActivity.id).where(InboxActivity.uri == str(activity_id))
             )
