@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 FEDIFY_PEER ?= tests/interop/fedify-peer
 NODE_STAMP := $(FEDIFY_PEER)/node_modules/.ci-stamp
+BOVINE_PEER ?= tests/interop/bovine-peer
+BOVINE_STAMP := $(BOVINE_PEER)/.venv/.install-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
@@ -38,13 +40,22 @@ $(NODE_STAMP): $(FEDIFY_PEER)/package-lock.json $(FEDIFY_PEER)/package.json
 	cd $(FEDIFY_PEER) && npm ci --no-audit --no-fund
 	touch $@
 
-test: install $(NODE_STAMP)
+# The bovine peer of the interop tests: its own virtualenv (never ours: its pins may clash
+# with ours), installed exactly from the hashed requirements.txt, afresh whenever that changes.
+$(BOVINE_STAMP): $(BOVINE_PEER)/requirements.txt
+	rm -rf $(BOVINE_PEER)/.venv
+	$(PYTHON) -m venv $(BOVINE_PEER)/.venv
+	$(BOVINE_PEER)/.venv/bin/pip install --quiet --require-hashes --no-deps --only-binary :all: \
+		-r $(BOVINE_PEER)/requirements.txt
+	touch $@
+
+test: install $(NODE_STAMP) $(BOVINE_STAMP)
 	$(BIN)/pytest
 
-test-sqlite: install $(NODE_STAMP)
+test-sqlite: install $(NODE_STAMP) $(BOVINE_STAMP)
 	INTEROCC_TEST_BACKENDS=sqlite $(BIN)/pytest
 
-test-postgres: install $(NODE_STAMP)
+test-postgres: install $(NODE_STAMP) $(BOVINE_STAMP)
 	INTEROCC_TEST_BACKENDS=postgresql $(BIN)/pytest
 
 lint: install

@@ -7,11 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from sqlalchemy import select
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from server import worker
@@ -20,46 +20,40 @@ from server.activitypub import webfinger
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings
 from server.context import Context, create_context
-from server.errors import InterOccError
-from server.models import Assembly, AssemblyStatus
+from server.errors import InterOccError, LoginRequired
+from server.web import account, admin, composer, feeds, followers, media, public
 from server.web.pages import HERE as WEB_DIR
 from server.web.pages import create_templates, render
+from server.web.security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
 
 
 def _wants_html(request: Request) -> bool:
+    """A browser: a page GET, or a form POST (errors are then shown as pages)."""
     accept = request.headers.get("accept", "")
+    if request.method == "POST":
+        kind = request.headers.get("content-type", "")
+        return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
     return request.method == "GET" and "text/html" in accept and wants_activity_json(accept) is None
 
 
 async def _error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InterOccError)
+    if isinstance(exc, LoginRequired):
+        return RedirectResponse(exc.detail or "/login", status_code=303)
     if exc.status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc)
     elif exc.detail:
         log.info("%s %s: %s (%s)", request.method, request.url.path, exc.message, exc.detail)
     if _wants_html(request):
-        return render(request, "error.html", status=exc.status, message=exc.message)
+        return await render(request, "error.html", status=exc.status, message=exc.message)
     return JSONResponse({"error": exc.message}, status_code=exc.status)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"error": "internal error"}, status_code=500)
-
-
-async def home(request: Request) -> Response:
-    ctx: Context = request.app.state.ctx
-    async with ctx.sessions() as session:
-        listed = (
-            await session.scalars(
-                select(Assembly)
-                .where(Assembly.status == AssemblyStatus.APPROVED)
-                .order_by(Assembly.name)
-            )
-        ).all()
-    return render(request, "home.html", assemblies=listed, urls=ctx.urls)
 
 
 def create_app(
@@ -85,7 +79,13 @@ def create_app(
                 await context.aclose()
 
     routes = [
-        Route("/", home),
+        *public.routes,
+        *account.routes,
+        *composer.routes,
+        *followers.routes,
+        *admin.routes,
+        *feeds.routes,
+        *media.routes,
         *webfinger.routes,
         *ap_routes.routes,
         Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
@@ -93,5 +93,6 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(SecurityMiddleware, settings=settings)],
         exception_handlers={InterOccError: _error, Exception: _unexpected},
     )

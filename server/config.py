@@ -10,12 +10,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 VERSION = "0.1.0"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/interocc.sqlite3"
+DEFAULT_MEDIA_DIR = "data/media"
 
 
 class ConfigError(Exception):
@@ -37,6 +39,9 @@ class Settings:
     delivery_max_attempts: int = 16
     instance_name: str = "InterOcc"
     log_level: str = "INFO"
+    media_dir: Path = Path(DEFAULT_MEDIA_DIR)
+    max_upload_bytes: int = 8_000_000
+    session_lifetime: timedelta = timedelta(days=30)
 
     @property
     def host(self) -> str:
@@ -176,4 +181,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         instance_name=get("INTEROCC_INSTANCE_NAME", "InterOcc").strip() or "InterOcc",
         log_level=log_level,
+        media_dir=Path(get("INTEROCC_MEDIA_DIR", DEFAULT_MEDIA_DIR).strip() or DEFAULT_MEDIA_DIR),
+        max_upload_bytes=_int(
+            "INTEROCC_MAX_UPLOAD_BYTES",
+            get("INTEROCC_MAX_UPLOAD_BYTES", "8000000"),
+            minimum=10_000,
+            maximum=200_000_000,
+        ),
+        session_lifetime=timedelta(
+            days=_int(
+                "INTEROCC_SESSION_DAYS", get("INTEROCC_SESSION_DAYS", "30"), minimum=1, maximum=365
+            )
+        ),
     )

@@ -4,14 +4,17 @@
      ├── BadRequest (400)
      │    └── PayloadTooLarge (413)
      ├── Unauthorized (401)        signature missing or not verifiable
+     │    └── LoginRequired         a page that needs a signed-in person (redirects)
      ├── Forbidden (403)
      ├── NotFound (404)
      ├── Gone (410)
      ├── Conflict (409)
+     ├── TooManyRequests (429)
      └── RemoteError (502)         a remote server answered badly or not at all
           └── UnsafeAddress        a URL points at a private or loopback address
 
-``message`` is safe to show to anyone; ``detail`` is for logs only.
+``message`` is safe to show to anyone; ``detail`` is for logs only; ``field`` names the form
+field a message belongs beside, when the error comes from a form.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ class InterOccError(Exception):
     status = 500
     public = "internal error"
 
-    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, *, detail: str | None = None, field: str | None = None
+    ) -> None:
         self.message = message or self.public
         self.detail = detail
+        self.field = field
         super().__init__(self.message if detail is None else f"{self.message} ({detail})")
 
 
@@ -40,6 +46,10 @@ class PayloadTooLarge(BadRequest):
 class Unauthorized(InterOccError):
     status = 401
     public = "signature required"
+
+
+class LoginRequired(Unauthorized):
+    public = "please log in first"
 
 
 class Forbidden(InterOccError):
@@ -60,6 +70,11 @@ class Gone(InterOccError):
 class Conflict(InterOccError):
     status = 409
     public = "conflict"
+
+
+class TooManyRequests(InterOccError):
+    status = 429
+    public = "too many attempts; wait a few minutes and try again"
 
 
 class RemoteError(InterOccError):

@@ -52,7 +52,26 @@ class Base(DeclarativeBase):
 class AssemblyStatus(enum.StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
+    REJECTED = "rejected"
     SUSPENDED = "suspended"
+
+
+class UserStatus(enum.StrEnum):
+    PENDING = "pending"  # registration mode "approval": waits for an admin
+    ACTIVE = "active"
+    REJECTED = "rejected"
+    DISABLED = "disabled"
+
+
+class MemberRole(enum.StrEnum):
+    FACILITATOR = "facilitator"  # posts, edits, answers followers
+    ADMIN = "admin"  # the assembly's admin: also its profile and its facilitators
+
+
+class MediaPurpose(enum.StrEnum):
+    ATTACHMENT = "attachment"
+    AVATAR = "avatar"
+    HEADER = "header"
 
 
 class FollowerStatus(enum.StrEnum):
@@ -88,6 +107,13 @@ class Assembly(Base):
         _enum(AssemblyStatus, "assembly_status"), default=AssemblyStatus.PENDING
     )
     icon_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    header_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    place: Mapped[str] = mapped_column(String(200), default="")
+    languages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    requested_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    rejection_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     manually_approves_followers: Mapped[bool] = mapped_column(default=False)
     discoverable: Mapped[bool] = mapped_column(default=True)
     private_key_pem: Mapped[str] = mapped_column(Text)
@@ -95,6 +121,151 @@ class Assembly(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    rejected_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class User(Base):
+    """A person who signs in: facilitator of assemblies, or instance admin."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)  # stored lower-cased
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, PHC string
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[UserStatus] = mapped_column(
+        _enum(UserStatus, "user_status"), default=UserStatus.ACTIVE
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship(lazy="raise")
+
+
+class LoginFailure(Base):
+    """A failed sign-in, by e-mail and by client address: the rate limiter's memory."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_key_at", "key", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InstanceSetting(Base):
+    """Instance settings an admin edits in the browser (name, description, rules…)."""
+
+    __tablename__ = "instance_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[object] = mapped_column(JSON)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("assembly_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assembly_id: Mapped[int] = mapped_column(ForeignKey("assemblies.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[MemberRole] = mapped_column(
+        _enum(MemberRole, "member_role"), default=MemberRole.FACILITATOR
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    user: Mapped[User] = relationship(lazy="raise")
+    assembly: Mapped[Assembly] = relationship(lazy="raise")
+
+
+class Invitation(Base):
+    """An invitation to facilitate an assembly, addressed to an e-mail address."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assembly_id: Mapped[int] = mapped_column(
+        ForeignKey("assemblies.id", ondelete="CASCADE"), index=True
+    )
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    role: Mapped[MemberRole] = mapped_column(
+        _enum(MemberRole, "member_role"), default=MemberRole.FACILITATOR
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Media(Base):
+    """An uploaded file (image or PDF), checked by content, stored under the media directory."""
+
+    __tablename__ = "media"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    assembly_id: Mapped[int] = mapped_column(
+        ForeignKey("assemblies.id", ondelete="CASCADE"), index=True
+    )
+    communique_id: Mapped[int | None] = mapped_column(
+        ForeignKey("communiques.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    purpose: Mapped[MediaPurpose] = mapped_column(
+        _enum(MediaPurpose, "media_purpose"), default=MediaPurpose.ATTACHMENT
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    media_type: Mapped[str] = mapped_column(String(100))
+    file_name: Mapped[str] = mapped_column(String(100), unique=True)  # name on disk
+    original_name: Mapped[str] = mapped_column(String(255), default="")
+    size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    alt_text: Mapped[str] = mapped_column(Text, default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DomainBlock(Base):
+    """A remote domain we neither accept activities from nor deliver to."""
+
+    __tablename__ = "domain_blocks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Report(Base):
+    """A Flag activity received: someone reports one of our actors or communiqués."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    actor_uri: Mapped[str] = mapped_column(String(2048))
+    targets: Mapped[list[str]] = mapped_column(JSON, default=list)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class InstanceKey(Base):
@@ -153,6 +324,8 @@ class Follower(Base):
     status: Mapped[FollowerStatus] = mapped_column(
         _enum(FollowerStatus, "follower_status"), default=FollowerStatus.ACCEPTED
     )
+    # The instance's follow-approval mode holds a request for an admin before the assembly.
+    held_for_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     actor: Mapped[RemoteActor] = relationship(lazy="raise")
@@ -169,6 +342,7 @@ class Communique(Base):
     source: Mapped[str] = mapped_column(Text)
     content_html: Mapped[str] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(16), default="en")
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)  # content warning
     hashtags: Mapped[list[str]] = mapped_column(JSON, default=list)
     # [{"name": "@user@host", "href": actor id, "inbox": …, "url": …}] resolved at writing time
     mentions: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)

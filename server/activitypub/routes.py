@@ -38,7 +38,7 @@ from server.models import (
     InboxActivity,
     RemoteActor,
 )
-from server.web.pages import render
+from server.web import public
 
 PAGE_SIZE = 20
 
@@ -92,25 +92,7 @@ async def actor(request: Request) -> Response:
         media = wants_activity_json(request.headers.get("accept"))
         if media:
             return as2(actor_document(ctx, assembly), media)
-        recent = (
-            await session.scalars(
-                select(Communique)
-                .where(Communique.assembly_id == assembly.id, Communique.deleted_at.is_(None))
-                .order_by(Communique.published_at.desc(), Communique.id.desc())
-                .limit(PAGE_SIZE)
-            )
-        ).all()
-        followers = await assemblies.follower_count(session, assembly.id)
-    return render(
-        request,
-        "assembly.html",
-        assembly=assembly,
-        summary_html=plain_to_html(assembly.summary),
-        communiques=recent,
-        followers=followers,
-        acct=f"@{assembly.handle}@{ctx.urls.host}",
-        urls=ctx.urls,
-    )
+    return await public.assembly_page(request, assembly)
 
 
 async def instance_actor(request: Request) -> Response:
@@ -297,16 +279,7 @@ async def communique(request: Request) -> Response:
     if media:
         note = communiques.note_document(ctx.urls, assembly, item)
         return as2({"@context": CONTEXT, **note}, media)
-    async with ctx.sessions() as session:
-        replies = await communiques.replies_of(session, item.id)
-    return render(
-        request,
-        "communique.html",
-        assembly=assembly,
-        communique=item,
-        replies=replies,
-        urls=ctx.urls,
-    )
+    return await public.communique_page(request, assembly, item)
 
 
 async def activity(request: Request) -> Response:

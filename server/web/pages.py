@@ -1,4 +1,6 @@
-"""Human-facing pages: a Jinja2 environment built at start-up, and a render helper."""
+"""Human-facing pages: a Jinja2 environment built at start-up, and the render helper that
+gives every page the signed-in person, the instance's settings, a CSRF token and the flash
+message."""
 
 from __future__ import annotations
 
@@ -9,24 +11,47 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from server import instance
+from server.context import Context
+from server.web.session import clear_cookie, cookie_name, csrf_token, current_user, take_flash
+
 HERE = Path(__file__).parent
 
 
 def create_templates() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
-        autoescape=select_autoescape(["html"]),
+        autoescape=select_autoescape(["html", "xml"]),
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.filters["date"] = lambda d: d.strftime("%d %B %Y") if d else ""
+    env.filters["datetime"] = lambda d: d.strftime("%d %B %Y, %H:%M UTC") if d else ""
+    env.filters["iso"] = lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else ""
     return env
 
 
-def render(request: Request, template: str, *, status: int = 200, **values: Any) -> HTMLResponse:
+async def render(
+    request: Request, template: str, *, status: int = 200, **values: Any
+) -> HTMLResponse:
     env: Environment = request.app.state.templates
-    ctx = request.app.state.ctx
+    ctx: Context = request.app.state.ctx
+    async with ctx.sessions() as session:
+        info = await instance.load(session, ctx.settings)
+    flash = take_flash(request)
     html = env.get_template(template).render(
-        instance_name=ctx.settings.instance_name, base_url=ctx.urls.base, **values
+        instance=info,
+        instance_name=info.name,
+        base_url=ctx.urls.base,
+        urls=ctx.urls,
+        host=ctx.urls.host,
+        user=await current_user(request),
+        csrf_token=csrf_token(request),
+        flash=flash,
+        path=request.url.path,
+        **values,
     )
-    return HTMLResponse(html, status_code=status, headers={"Vary": "Accept"})
+    response = HTMLResponse(html, status_code=status, headers={"Vary": "Accept, Cookie"})
+    if request.cookies.get(cookie_name(ctx.settings, "flash")):
+        clear_cookie(response, ctx.settings, "flash")
+    return response

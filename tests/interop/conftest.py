@@ -236,3 +236,183 @@ def fedify(fedify_process: FedifyPeer) -> FedifyPeer:
         )
     fedify_process.reset_sync()
     return fedify_process
+
+
+# -- the bovine peer (tests/interop/bovine-peer) ------------------------------------------------
+#
+# A Python process in its own virtualenv (installed by `make test` from its hashed
+# requirements.txt), started once for the session like the Fedify peer. It keeps no key cache
+# (it fetches the signer's key for every request it verifies), and it remembers follows by the
+# followed actor's URI, so tests still use handles of their own.
+
+BOVINE_DIR = Path(__file__).parent / "bovine-peer"
+BOVINE_PYTHON = BOVINE_DIR / ".venv" / "bin" / "python"
+
+
+@dataclass
+class BovinePeer:
+    """A running bovine peer and async helpers for its control API (``/_control/``)."""
+
+    base_url: str
+    process: subprocess.Popen[bytes]
+    stderr_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=200)
+    )
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    @property
+    def actor(self) -> str:
+        return f"{self.base_url}/users/alice"
+
+    @property
+    def key_id(self) -> str:
+        return f"{self.actor}#main-key"
+
+    @property
+    def handle(self) -> str:
+        return f"alice@{self.host}"
+
+    def stderr(self) -> str:
+        return "".join(self.stderr_tail)
+
+    async def call(
+        self, method: str, action: str, body: Json | None = None, *, ok: bool = True
+    ) -> httpx.Response:
+        """One request to ``/_control/<action>``; with ``ok`` a non-2xx answer fails the test."""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=CONTROL_TIMEOUT) as http:
+            response = await http.request(method, f"/_control/{action}", json=body)
+        if ok and not response.is_success:
+            raise ControlError(
+                f"bovine control {method} {action} answered {response.status_code}: "
+                f"{response.text[:3000]}\nbovine stderr:\n{self.stderr()[-3000:]}"
+            )
+        return response
+
+    async def post(self, action: str, body: Json | None = None) -> Json:
+        result: Json = (await self.call("POST", action, body or {})).json()
+        return result
+
+    async def get(self, action: str) -> Json:
+        result: Json = (await self.call("GET", action)).json()
+        return result
+
+    async def follow(self, target: str) -> Json:
+        return await self.post("follow", {"target": target})
+
+    async def unfollow(self, target: str) -> Json:
+        return await self.post("unfollow", {"target": target})
+
+    async def reply(self, in_reply_to: str, content: str) -> Json:
+        return await self.post("reply", {"inReplyTo": in_reply_to, "content": content})
+
+    async def send(self, inbox: str, activity: Json, digest: str = "digest") -> Json:
+        """A raw delivery signed by bovine with one of its digest methods (or ``unsigned``)."""
+        return await self.post("send", {"inbox": inbox, "activity": activity, "digest": digest})
+
+    async def inbox(self, since: int = 0) -> Json:
+        return await self.get(f"inbox?since={since}" if since else "inbox")
+
+    async def state(self) -> Json:
+        return await self.get("state")
+
+    async def activities(self, activity_type: str | None = None) -> list[Json]:
+        found: list[Json] = (await self.inbox())["activities"]
+        return [a for a in found if activity_type is None or a["type"] == activity_type]
+
+    async def wait_for(
+        self, check: Callable[[], Awaitable[Any]], what: str, within: float = 10.0
+    ) -> Any:
+        """Poll ``check`` until it returns something truthy; fail with the peer's logs if not."""
+        deadline = time.monotonic() + within
+        while True:
+            result = await check()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                logs = (await self.get("logs"))["logs"]
+                raise AssertionError(
+                    f"timed out after {within} s waiting for {what}\n"
+                    f"bovine errors: {(await self.inbox())['errors']}\n"
+                    f"bovine logs: {logs[-30:]}\n"
+                    f"bovine stderr:\n{self.stderr()[-3000:]}"
+                )
+            await asyncio.sleep(0.05)
+
+    def reset_sync(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=CONTROL_TIMEOUT) as http:
+            http.post("/_control/reset", json={}).raise_for_status()
+
+
+def _spawn(name: str, argv: list[str], cwd: Path) -> tuple[str, subprocess.Popen[bytes], Any]:
+    """Start a peer that prints ``READY <base url>`` on stdout; its stderr goes to a tail."""
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdin=subprocess.PIPE,  # the peer exits when this closes, even if we die
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    def pump(stream: Any, sink: Callable[[str], None]) -> None:
+        # Both pipes are drained for the whole run, so the peer never blocks on a full pipe.
+        for raw in iter(stream.readline, b""):
+            sink(raw.decode("utf-8", "replace"))
+        stream.close()
+
+    threading.Thread(target=pump, args=(process.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=pump, args=(process.stderr, tail.append), daemon=True).start()
+
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            line: str | None = lines.get(timeout=max(0.0, min(remaining, 0.2)))
+        except queue.Empty:
+            line = None
+        if line is not None and line.startswith("READY "):
+            return line.split()[1], process, tail
+        if process.poll() is not None or remaining <= 0:
+            _stop(process)
+            why = (
+                f"exited with {process.returncode}"
+                if process.returncode is not None
+                else f"printed no READY line within {READY_TIMEOUT:.0f} s"
+            )
+            pytest.fail(f"the {name} {why}; stderr:\n{''.join(tail)[-4000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def bovine_process() -> Iterator[BovinePeer]:
+    """The bovine peer, started once for the session."""
+    if not BOVINE_PYTHON.is_file():
+        pytest.fail(
+            f"the bovine peer's virtualenv is missing ({BOVINE_PYTHON}): run `make test`, "
+            "which installs it from tests/interop/bovine-peer/requirements.txt",
+            pytrace=False,
+        )
+    argv = [str(BOVINE_PYTHON), "server.py", "--port", "0", "--exit-with-stdin"]
+    base_url, process, tail = _spawn("bovine peer", argv, BOVINE_DIR)
+    peer = BovinePeer(base_url=base_url, process=process, stderr_tail=tail)
+    try:
+        yield peer
+    finally:
+        _stop(peer.process)
+
+
+@pytest.fixture
+def bovine(bovine_process: BovinePeer) -> BovinePeer:
+    """The shared bovine peer with its activity/request logs cleared for this test."""
+    if bovine_process.process.poll() is not None:
+        pytest.fail(
+            f"the bovine peer died (exit {bovine_process.process.returncode}); stderr:\n"
+            f"{bovine_process.stderr()[-4000:]}",
+            pytrace=False,
+        )
+    bovine_process.reset_sync()
+    return bovine_process

@@ -1,0 +1,179 @@
+"""People who sign in: accounts, argon2id passwords, browser sessions and login rate limits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.errors import BadRequest, Conflict, NotFound
+from server.models import LoginFailure, User, UserStatus, WebSession
+
+# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
+_hasher = PasswordHasher()
+# A real hash to verify against when the e-mail is unknown, so timing does not tell.
+_DUMMY_HASH = _hasher.hash("interocc-no-such-account")
+
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1000
+
+# At most this many failed logins per e-mail address, and per client address, per window.
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_EMAIL = 5
+MAX_FAILURES_PER_CLIENT = 20
+
+
+def normalise_email(raw: str) -> str:
+    email = raw.strip().lower()
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise BadRequest("enter an e-mail address such as name@example.org", field="email")
+    return email
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise BadRequest(
+            f"choose a password of at least {MIN_PASSWORD} characters", field="password"
+        )
+    if len(password) > MAX_PASSWORD:
+        raise BadRequest(f"a password is at most {MAX_PASSWORD} characters", field="password")
+    return password
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(check_password(password))
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def find_by_email(session: AsyncSession, email: str) -> User | None:
+    query = select(User).where(User.email == email.strip().lower())
+    return (await session.scalars(query)).first()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    is_admin: bool = False,
+    status: UserStatus = UserStatus.ACTIVE,
+) -> User:
+    email = normalise_email(email)
+    password_hash = hash_password(password)
+    if await find_by_email(session, email) is not None:
+        raise Conflict("an account with this e-mail address already exists", field="email")
+    user = User(email=email, password_hash=password_hash, is_admin=is_admin, status=status)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+async def set_password(session: AsyncSession, email: str, password: str) -> User:
+    """A new password; every browser signed in as this person is signed out."""
+    user = await find_by_email(session, email)
+    if user is None:
+        raise NotFound(f"no account with the e-mail address {email[:100]!r}")
+    user.password_hash = hash_password(password)
+    await session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    await session.flush()
+    return user
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """``user`` on success; otherwise ``error`` says why (and ``limited`` if rate-limited)."""
+
+    user: User | None
+    error: str | None = None
+    limited: bool = False
+
+
+async def _failures(session: AsyncSession, key: str, since: datetime) -> int:
+    query = select(func.count(LoginFailure.id)).where(
+        LoginFailure.key == key, LoginFailure.attempted_at >= since
+    )
+    return int((await session.scalar(query)) or 0)
+
+
+async def authenticate(
+    session: AsyncSession, *, email: str, password: str, client: str, now: datetime
+) -> LoginResult:
+    """Check a login. Failures are recorded in ``session`` (the caller commits either way)."""
+    email = email.strip().lower()[:254]
+    keys = (f"email:{email}", f"client:{client[:200]}")
+    since = now - FAILURE_WINDOW
+    if (
+        await _failures(session, keys[0], since) >= MAX_FAILURES_PER_EMAIL
+        or await _failures(session, keys[1], since) >= MAX_FAILURES_PER_CLIENT
+    ):
+        return LoginResult(
+            None, "too many failed attempts: wait 15 minutes and try again", limited=True
+        )
+    user = await find_by_email(session, email) if email else None
+    ok = _verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    if not ok or user is None:
+        session.add_all([LoginFailure(key=k, attempted_at=now) for k in keys])
+        # Old failures are of no further use.
+        await session.execute(delete(LoginFailure).where(LoginFailure.attempted_at < since))
+        return LoginResult(None, "wrong e-mail address or password")
+    if user.status == UserStatus.PENDING:
+        return LoginResult(None, "your account is waiting for an administrator's approval")
+    if user.status != UserStatus.ACTIVE:
+        return LoginResult(None, "this account is closed")
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    user.last_login_at = now
+    return LoginResult(user)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def start_session(
+    session: AsyncSession, user: User, *, now: datetime, lifetime: timedelta
+) -> str:
+    """A new browser session for ``user``; returns the token the cookie carries."""
+    token = secrets.token_urlsafe(32)
+    session.add(
+        WebSession(token_hash=_token_hash(token), user_id=user.id, expires_at=now + lifetime)
+    )
+    await session.flush()
+    return token
+
+
+async def session_user(session: AsyncSession, token: str, *, now: datetime) -> User | None:
+    """The active person a session cookie belongs to, or None (expired, closed, unknown)."""
+    if not token or len(token) > 100:
+        return None
+    query = (
+        select(User)
+        .join(WebSession, WebSession.user_id == User.id)
+        .where(WebSession.token_hash == _token_hash(token), WebSession.expires_at > now)
+    )
+    user = (await session.scalars(query)).first()
+    if user is None or user.status != UserStatus.ACTIVE:
+        return None
+    return user
+
+
+async def end_session(session: AsyncSession, token: str) -> None:
+    await session.execute(delete(WebSession).where(WebSession.token_hash == _token_hash(token)))
+
+
+async def list_users(session: AsyncSession) -> list[User]:
+    return list((await session.scalars(select(User).order_by(User.created_at, User.id))).all())
