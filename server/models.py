@@ -349,8 +349,136 @@ class Communique(Base):
     published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # How the assembly decided it (server.ratification): date, place, process, votes, minutes.
+    ratification: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    # A straw poll (published as a Question): {"choices": [...], "closes_at": iso, ...}.
+    poll: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    poll_closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     assembly: Mapped[Assembly] = relationship(lazy="raise")
+
+
+class FollowStatus(enum.StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Following(Base):
+    """An actor one of our assemblies follows (another assembly, a person, a relay)."""
+
+    __tablename__ = "followings"
+    __table_args__ = (UniqueConstraint("assembly_id", "target_uri"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assembly_id: Mapped[int | None] = mapped_column(
+        ForeignKey("assemblies.id", ondelete="CASCADE"), nullable=True  # None: the instance
+    )
+    target_uri: Mapped[str] = mapped_column(String(2048), index=True)
+    inbox_uri: Mapped[str] = mapped_column(String(2048))
+    follow_uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    status: Mapped[FollowStatus] = mapped_column(
+        _enum(FollowStatus, "follow_status"), default=FollowStatus.PENDING
+    )
+    is_relay: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RemotePost(Base):
+    """A post by someone else (followed actor, correspondent), content sanitised on arrival."""
+
+    __tablename__ = "remote_posts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    actor_uri: Mapped[str] = mapped_column(String(2048), index=True)
+    type: Mapped[str] = mapped_column(String(40), default="Note")
+    content_html: Mapped[str] = mapped_column(Text, default="")
+    summary: Mapped[str | None] = mapped_column(Text, nullable=True)
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    in_reply_to: Mapped[str | None] = mapped_column(String(2048), nullable=True, index=True)
+    public: Mapped[bool] = mapped_column(default=True)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TimelineEntry(Base):
+    """A post on an assembly's dashboard timeline: written or announced by an actor it follows."""
+
+    __tablename__ = "timeline_entries"
+    __table_args__ = (
+        UniqueConstraint("assembly_id", "activity_uri"),
+        Index("ix_timeline_assembly_at", "assembly_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assembly_id: Mapped[int] = mapped_column(ForeignKey("assemblies.id", ondelete="CASCADE"))
+    post_uri: Mapped[str] = mapped_column(String(2048))
+    activity_uri: Mapped[str] = mapped_column(String(2048))
+    announced_by: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Letter(Base):
+    """Correspondence: a non-public Note to or from one of our assemblies (or a mention)."""
+
+    __tablename__ = "letters"
+    __table_args__ = (
+        UniqueConstraint("assembly_id", "uri"),
+        Index("ix_letters_assembly_at", "assembly_id", "published_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assembly_id: Mapped[int] = mapped_column(ForeignKey("assemblies.id", ondelete="CASCADE"))
+    uri: Mapped[str] = mapped_column(String(2048))
+    outgoing: Mapped[bool] = mapped_column(default=False)
+    actor_uri: Mapped[str] = mapped_column(String(2048))
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    content_html: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    in_reply_to: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    thread: Mapped[str] = mapped_column(String(2048), index=True)  # the first letter's uri
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+
+
+class Share(Base):
+    """An Announce of one of our communiqués: a co-signature when it comes from an assembly."""
+
+    __tablename__ = "shares"
+    __table_args__ = (UniqueConstraint("communique_id", "actor_uri"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    communique_id: Mapped[int] = mapped_column(
+        ForeignKey("communiques.id", ondelete="CASCADE"), index=True
+    )
+    actor_uri: Mapped[str] = mapped_column(String(2048))
+    announce_uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    actor_name: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    actor_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PollVote(Base):
+    """One actor's vote in a straw poll (a Note with ``name`` = a choice, inReplyTo the poll)."""
+
+    __tablename__ = "poll_votes"
+    __table_args__ = (UniqueConstraint("communique_id", "actor_uri"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    communique_id: Mapped[int] = mapped_column(
+        ForeignKey("communiques.id", ondelete="CASCADE"), index=True
+    )
+    actor_uri: Mapped[str] = mapped_column(String(2048))
+    choice: Mapped[str] = mapped_column(String(500))
+    vote_uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Activity(Base):
