@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from server import worker
 from server.activitypub import routes as ap_routes
-from server.activitypub import webfinger
+from server.activitypub import namespace, webfinger
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings
 from server.context import Context, create_context
@@ -87,6 +87,7 @@ def create_app(
         *feeds.routes,
         *media.routes,
         *webfinger.routes,
+        *namespace.routes,
         *ap_routes.routes,
         Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
     ]

@@ -6,7 +6,6 @@ import copy
 import json
 import logging
 import socket
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -602,7 +601,8 @@ def test_loader_serves_bundled_contexts_as_copies() -> None:
 def test_bundled_index_is_consistent() -> None:
     index = json.loads((CONTEXTS / "index.json").read_text(encoding="utf-8"))
     files = {p.name for p in CONTEXTS.glob("*.json")} - {"index.json"}
-    assert set(index.values()) | {"pleroma-litepub-0.1.json"} == files
+    path_matched = {"pleroma-litepub-0.1.json", "interocc-v1.json"}  # matched by URL path
+    assert set(index.values()) | path_matched == files
     for name in files:
         document = json.loads((CONTEXTS / name).read_text(encoding="utf-8"))
         assert set(document) == {"@context"}, name
@@ -616,16 +616,6 @@ def test_normalise_does_not_mutate_input() -> None:
     original = copy.deepcopy(MASTODON_CREATE)
     normalise(original)
     assert original == MASTODON_CREATE
-
-
-def test_normalise_is_fast_once_warm() -> None:
-    normalise(copy.deepcopy(MASTODON_CREATE))
-    runs = 20
-    start = time.perf_counter()
-    for _ in range(runs):
-        normalise(MASTODON_CREATE)
-    per_call = (time.perf_counter() - start) / runs
-    assert per_call < 0.05  # generous for slow CI; about 2 ms on a developer machine
 
 
 def test_as_list() -> None:

@@ -36,6 +36,9 @@ _CONTEXT_DIR = Path(__file__).parent / "contexts"
 # so the URL differs per instance; all of them serve (a version of) the same file.
 _LITEPUB_SUFFIX = "/schemas/litepub-0.1.jsonld"
 _LITEPUB_FILE = "pleroma-litepub-0.1.json"
+# Every InterOcc instance serves its own copy of the interocc context at this path.
+_INTEROCC_PATH = "/ns/interocc/v1"
+_INTEROCC_FILE = "interocc-v1.json"
 
 _AS = "https://www.w3.org/ns/activitystreams"
 
@@ -65,6 +68,10 @@ _EXTENSIONS: dict[str, Any] = {
     "controller": {"@id": "sec:controller", "@type": "@id"},
     "publicKeyMultibase": {"@id": "sec:publicKeyMultibase", "@type": "sec:multibase"},
 }
+# InterOcc's own terms (contexts/interocc-v1.json), so they compact to the same short names.
+_EXTENSIONS.update(
+    {k: v for k, v in json.loads((_CONTEXT_DIR / _INTEROCC_FILE).read_text())["@context"].items()}
+)
 
 CANONICAL_CONTEXT: list[Any] = [_AS, "https://w3id.org/security/v1", _EXTENSIONS]
 
@@ -134,6 +141,8 @@ def _lookup(url: str) -> str | None:
             return index[candidate]
     if candidates and urlsplit(candidates[0]).path.endswith(_LITEPUB_SUFFIX):
         return _LITEPUB_FILE
+    if candidates and urlsplit(candidates[0]).path.rstrip("/") == _INTEROCC_PATH:
+        return _INTEROCC_FILE
     return None
 
 
