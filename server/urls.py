@@ -12,6 +12,8 @@ ACTOR_FOLLOWERS = "/actors/{handle}/followers"
 ACTOR_FOLLOWING = "/actors/{handle}/following"
 ACTOR_FEATURED = "/actors/{handle}/featured"
 COMMUNIQUE = "/actors/{handle}/communiques/{public_id}"
+COMMUNIQUE_SHARES = "/actors/{handle}/communiques/{public_id}/shares"
+LETTER = "/actors/{handle}/letters/{public_id}"
 ACTIVITY = "/activities/{public_id}"
 SHARED_INBOX = "/inbox"
 INSTANCE_ACTOR = "/actor"
@@ -51,6 +53,12 @@ class Urls:
 
     def communique(self, handle: str, public_id: str) -> str:
         return self._abs(COMMUNIQUE.format(handle=handle, public_id=public_id))
+
+    def shares(self, handle: str, public_id: str) -> str:
+        return self._abs(COMMUNIQUE_SHARES.format(handle=handle, public_id=public_id))
+
+    def letter(self, handle: str, public_id: str) -> str:
+        return self._abs(LETTER.format(handle=handle, public_id=public_id))
 
     def activity(self, public_id: str) -> str:
         return self._abs(ACTIVITY.format(public_id=public_id))
