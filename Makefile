@@ -8,12 +8,16 @@ FEDIFY_PEER ?= tests/interop/fedify-peer
 NODE_STAMP := $(FEDIFY_PEER)/node_modules/.ci-stamp
 BOVINE_PEER ?= tests/interop/bovine-peer
 BOVINE_STAMP := $(BOVINE_PEER)/.venv/.install-stamp
+BROWSER_TESTS ?= tests/browser
+BROWSER_STAMP := $(BROWSER_TESTS)/node_modules/.ci-stamp
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
 export INTEROCC_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: install run test test-sqlite test-postgres lint bench clean
+.PHONY: install run test test-sqlite test-postgres lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -49,13 +53,23 @@ $(BOVINE_STAMP): $(BOVINE_PEER)/requirements.txt
 		-r $(BOVINE_PEER)/requirements.txt
 	touch $@
 
-test: install $(NODE_STAMP) $(BOVINE_STAMP)
+# The browser tests (tests/browser) drive Debian's chromium through Playwright, which never
+# downloads a browser of its own; axe-core comes from their package-lock.json.
+chromium:
+	test -x $(CHROMIUM) || ( $(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium )
+
+$(BROWSER_STAMP): $(BROWSER_TESTS)/package-lock.json $(BROWSER_TESTS)/package.json
+	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund
+	touch $@
+
+test: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 	$(BIN)/pytest
 
-test-sqlite: install $(NODE_STAMP) $(BOVINE_STAMP)
+test-sqlite: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 	INTEROCC_TEST_BACKENDS=sqlite $(BIN)/pytest
 
-test-postgres: install $(NODE_STAMP) $(BOVINE_STAMP)
+test-postgres: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 	INTEROCC_TEST_BACKENDS=postgresql $(BIN)/pytest
 
 lint: install

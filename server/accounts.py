@@ -177,3 +177,51 @@ async def end_session(session: AsyncSession, token: str) -> None:
 
 async def list_users(session: AsyncSession) -> list[User]:
     return list((await session.scalars(select(User).order_by(User.created_at, User.id))).all())
+
+
+async def set_status(session: AsyncSession, user_id: int, status: UserStatus) -> User:
+    """Approve, reject or close an account; a closed account is signed out everywhere."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such account")
+    user.status = status
+    if status != UserStatus.ACTIVE:
+        await session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    await session.flush()
+    return user
+
+
+# What an instance admin may do to an account: (from these statuses, to this one, in words).
+ACCOUNT_ACTIONS: dict[str, tuple[set[UserStatus], UserStatus, str]] = {
+    "approve": ({UserStatus.PENDING}, UserStatus.ACTIVE, "approved"),
+    "reject": ({UserStatus.PENDING}, UserStatus.REJECTED, "rejected"),
+    "close": ({UserStatus.ACTIVE}, UserStatus.DISABLED, "closed"),
+    "reopen": ({UserStatus.DISABLED, UserStatus.REJECTED}, UserStatus.ACTIVE, "reopened"),
+}
+
+
+async def moderate_account(
+    session: AsyncSession, *, admin_id: int, user_id: int, action: str
+) -> User:
+    """An admin approves, rejects, closes or reopens an account, or grants or removes admin
+    rights. Nobody closes or demotes themselves: an instance always keeps an admin who can
+    sign in."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such account")
+    if action in {"make-admin", "remove-admin"}:
+        if action == "remove-admin" and user.id == admin_id:
+            raise BadRequest("you cannot remove your own administrator rights")
+        if user.status != UserStatus.ACTIVE and action == "make-admin":
+            raise Conflict(f"{user.email} is {user.status.value}: open the account first")
+        user.is_admin = action == "make-admin"
+        await session.flush()
+        return user
+    if action not in ACCOUNT_ACTIONS:
+        raise NotFound("no such action")
+    allowed, status, done = ACCOUNT_ACTIONS[action]
+    if user.id == admin_id:
+        raise BadRequest("you cannot change the status of your own account")
+    if user.status not in allowed:
+        raise Conflict(f"{user.email} is {user.status.value}: it cannot be {done}")
+    return await set_status(session, user.id, status)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -15,13 +16,13 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from server import worker
-from server.activitypub import routes as ap_routes
 from server.activitypub import namespace, webfinger
+from server.activitypub import routes as ap_routes
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings
 from server.context import Context, create_context
 from server.errors import InterOccError, LoginRequired
-from server.web import account, admin, composer, feeds, followers, media, public
+from server.web import account, admin, committees, composer, feeds, followers, media, public
 from server.web.pages import HERE as WEB_DIR
 from server.web.pages import create_templates, render
 from server.web.security import SecurityMiddleware
@@ -49,6 +50,15 @@ async def _error(request: Request, exc: Exception) -> Response:
     if _wants_html(request):
         return await render(request, "error.html", status=exc.status, message=exc.message)
     return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no such route, method not allowed) in our shapes."""
+    assert isinstance(exc, StarletteHTTPException)
+    message = {404: "not found", 405: "method not allowed"}.get(exc.status_code, str(exc.detail))
+    if _wants_html(request):
+        return await render(request, "error.html", status=exc.status_code, message=message)
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -83,6 +93,7 @@ def create_app(
         *account.routes,
         *composer.routes,
         *followers.routes,
+        *committees.routes,
         *admin.routes,
         *feeds.routes,
         *media.routes,
@@ -95,5 +106,9 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(SecurityMiddleware, settings=settings)],
-        exception_handlers={InterOccError: _error, Exception: _unexpected},
+        exception_handlers={
+            InterOccError: _error,
+            StarletteHTTPException: _http_error,
+            Exception: _unexpected,
+        },
     )

@@ -1,4 +1,5 @@
-"""The `interocc` command: serve, worker, migrate, and the admin's assembly and post tools.
+"""The `interocc` command: serve, worker, migrate, and the admin's account, assembly and
+post tools.
 
 Every failure is one line on stderr and a non-zero exit; a failed command leaves the
 database as it was (each command is one transaction).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import signal
 import sys
@@ -16,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import UploadFile
 
-from server import assemblies, communiques, migrate
+from server import accounts, assemblies, communiques, media, migrate
 from server.activitypub import mentions
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context, create_context
 from server.db import create_engine, is_sqlite
-from server.errors import InterOccError
+from server.errors import Conflict, InterOccError, NotFound
+from server.models import Media, MediaPurpose
 
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
@@ -138,11 +142,44 @@ async def cmd_assembly_list(settings: Settings, args: argparse.Namespace) -> Non
     await _with_context(settings, run)
 
 
+def _attachments(args: argparse.Namespace) -> list[tuple[Path, str]]:
+    """(file, description) pairs from ``--attach FILE`` and ``--alt TEXT``, in order."""
+    files: list[str] = args.attach or []
+    alts: list[str] = args.alt or []
+    if len(alts) > len(files):
+        raise CommandError("each --alt describes the --attach before it: too many --alt")
+    if len(files) > communiques.MAX_ATTACHMENTS:
+        raise CommandError(f"at most {communiques.MAX_ATTACHMENTS} --attach")
+    return [(Path(f), alts[i] if i < len(alts) else "") for i, f in enumerate(files)]
+
+
 async def cmd_post(settings: Settings, args: argparse.Namespace) -> None:
     text = _read_text(args)
+    attach = _attachments(args)
+    stored: list[Media] = []
 
     async def run(ctx: Context, session: AsyncSession) -> None:
         found = await _resolve_mentions(ctx, text)
+        assembly = await assemblies.require_active(session, args.handle)
+        for path, alt in attach:
+            try:
+                data = path.open("rb")
+            except OSError as exc:
+                raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+            with data:
+                upload = UploadFile(file=data, filename=path.name)
+                stored.append(
+                    await media.store_upload(
+                        session,
+                        ctx.settings,
+                        assembly=assembly,
+                        upload=upload,
+                        purpose=MediaPurpose.ATTACHMENT,
+                        alt_text=alt,
+                        field="--attach",
+                        now=ctx.clock(),
+                    )
+                )
         published = await communiques.publish(
             session,
             ctx.urls,
@@ -151,10 +188,15 @@ async def cmd_post(settings: Settings, args: argparse.Namespace) -> None:
             language=args.language,
             now=ctx.clock(),
             mentions=found,
+            attachments=stored,
         )
         print(published.url)
 
-    await _with_context(settings, run)
+    try:
+        await _with_context(settings, run)
+    except BaseException:
+        media.remove_files(settings, stored)  # the transaction rolled back: no file stays
+        raise
 
 
 async def cmd_edit(settings: Settings, args: argparse.Namespace) -> None:
@@ -176,6 +218,63 @@ async def cmd_delete(settings: Settings, args: argparse.Namespace) -> None:
         print(f"deleted {published.url}")
 
     await _with_context(settings, run)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: typed twice without echo at a terminal, else stdin's first line."""
+    if not args.password_stdin and sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != first:
+            raise CommandError("the two passwords differ")
+        password = first
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CommandError("no password given")
+    return accounts.check_password(password)
+
+
+async def _admin_account(
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    must_exist: bool,
+    fn: Callable[[AsyncSession, str, str], Awaitable[None]],
+) -> None:
+    """Check the address, then ask for the password, then change the database: nobody is
+    asked for a password a command would refuse anyway, and no transaction stays open
+    while a person types."""
+    email = accounts.normalise_email(args.email)
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        async with ctx.sessions() as session:
+            exists = await accounts.find_by_email(session, email) is not None
+        if exists and not must_exist:
+            raise Conflict(f"an account with the e-mail address {email} already exists")
+        if must_exist and not exists:
+            raise NotFound(f"no account with the e-mail address {email}")
+        password = _read_password(args)
+        async with ctx.sessions() as session, session.begin():
+            await fn(session, email, password)
+    finally:
+        await ctx.aclose()
+
+
+async def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(session: AsyncSession, email: str, password: str) -> None:
+        user = await accounts.create_user(session, email=email, password=password, is_admin=True)
+        print(f"created the administrator {user.email}")
+
+    await _admin_account(settings, args, must_exist=False, fn=run)
+
+
+async def cmd_admin_reset_password(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(session: AsyncSession, email: str, password: str) -> None:
+        user = await accounts.set_password(session, email, password)
+        print(f"new password set for {user.email}; every browser signed in as it is signed out")
+
+    await _admin_account(settings, args, must_exist=True, fn=run)
 
 
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
@@ -242,6 +341,26 @@ def _parser() -> argparse.ArgumentParser:
         assembly.add_parser(action).add_argument("handle")
     assembly.add_parser("list")
 
+    admin = sub.add_parser("admin", help="instance administrators' accounts").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (
+        ("create", "create an administrator's account"),
+        ("reset-password", "set a new password and sign the person out everywhere"),
+    ):
+        p = admin.add_parser(
+            action,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. The password is asked twice at a "
+            "terminal, or read from the first line of standard input.",
+        )
+        p.add_argument("email")
+        p.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from standard input even at a terminal",
+        )
+
     def text_source(p: argparse.ArgumentParser) -> None:
         group = p.add_mutually_exclusive_group(required=True)
         group.add_argument("--text")
@@ -251,6 +370,15 @@ def _parser() -> argparse.ArgumentParser:
     post.add_argument("handle")
     text_source(post)
     post.add_argument("--language", default="en")
+    post.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="attach an image (JPEG, PNG, GIF, WebP) or PDF; up to 4, in order",
+    )
+    post.add_argument(
+        "--alt", action="append", metavar="TEXT", help="describe the --attach before it"
+    )
     edit = sub.add_parser("edit", help="edit a communiqué")
     edit.add_argument("url")
     text_source(edit)
@@ -266,6 +394,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("assembly", "approve"): cmd_assembly_approve,
     ("assembly", "suspend"): cmd_assembly_suspend,
     ("assembly", "list"): cmd_assembly_list,
+    ("admin", "create"): cmd_admin_create,
+    ("admin", "reset-password"): cmd_admin_reset_password,
     ("post", None): cmd_post,
     ("edit", None): cmd_edit,
     ("delete", None): cmd_delete,

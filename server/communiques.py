@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import html
 import re
 from collections.abc import Sequence
@@ -15,14 +17,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server import activities, assemblies
 from server.activitypub import delivery
 from server.activitypub.mentions import Mention
-from server.activitypub.vocab import PUBLIC, build_note, build_tombstone
+from server.activitypub.vocab import PUBLIC, build_attachment, build_note, build_tombstone
 from server.content import render_markdown
 from server.errors import BadRequest, Gone, NotFound
-from server.models import Activity, Assembly, Communique, Reply
+from server.media import media_url
+from server.models import Activity, Assembly, Communique, Media, MediaPurpose, Reply
 from server.urls import COMMUNIQUE, Urls, new_public_id
 
 MAX_SOURCE = 50_000
+MAX_SUMMARY = 500  # a content warning is a line, not a text
+MAX_ATTACHMENTS = 4  # what Mastodon shows
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+class Keep(enum.Enum):
+    """``edit(summary=KEEP)``: leave the content warning as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
 
 
 @dataclass(frozen=True)
@@ -31,23 +45,89 @@ class Published:
     activity: Activity
     url: str
     deliveries: int
+    # Media rows deleted by an edit or a delete: their files go once the transaction has
+    # committed (server.media.remove_files), never before.
+    removed_media: tuple[Media, ...] = ()
 
 
 def _check_source(source: str) -> str:
     if not source.strip():
-        raise BadRequest("a communiqué needs some text")
+        raise BadRequest("a communiqué needs some text", field="content")
     if len(source) > MAX_SOURCE:
-        raise BadRequest(f"a communiqué is at most {MAX_SOURCE} characters")
+        raise BadRequest(f"a communiqué is at most {MAX_SOURCE} characters", field="content")
     return source
 
 
 def _check_language(language: str) -> str:
     if not LANGUAGE_RE.match(language):
-        raise BadRequest(f"invalid language code {language[:20]!r}: use e.g. en, es, pt-BR")
+        raise BadRequest(
+            f"invalid language code {language[:20]!r}: use e.g. en, es, pt-BR", field="language"
+        )
     return language
 
 
-def note_document(urls: Urls, assembly: Assembly, communique: Communique) -> dict[str, Any]:
+def _check_summary(summary: str | None) -> str | None:
+    summary = " ".join((summary or "").split())
+    if len(summary) > MAX_SUMMARY:
+        raise BadRequest(f"a content warning is at most {MAX_SUMMARY} characters", field="summary")
+    return summary or None
+
+
+def check_draft(source: str, language: str, summary: str | None) -> None:
+    """What publish and edit refuse in the text alone, each error naming its form field."""
+    _check_source(source)
+    _check_language(language)
+    _check_summary(summary)
+
+
+async def _load_attachments(
+    session: AsyncSession, assembly: Assembly, attachments: Sequence[Media]
+) -> list[Media]:
+    """This session's rows for ``attachments`` (callers may hold copies from another
+    session), in the order given, checked to be this assembly's attachments."""
+    if len(attachments) > MAX_ATTACHMENTS:
+        raise BadRequest(f"a communiqué has at most {MAX_ATTACHMENTS} attachments")
+    ids = [m.id for m in attachments]
+    if len(set(ids)) != len(ids):
+        raise BadRequest("the same file is attached twice")
+    if not ids:
+        return []
+    rows = {m.id: m for m in (await session.scalars(select(Media).where(Media.id.in_(ids))))}
+    for m in rows.values():
+        if m.assembly_id != assembly.id or m.purpose != MediaPurpose.ATTACHMENT:
+            raise BadRequest("this file cannot be attached to this assembly's communiqués")
+    if len(rows) != len(ids):
+        raise BadRequest("an attached file no longer exists: choose it again")
+    return [rows[i] for i in ids]
+
+
+def render_preview(source: str, urls: Urls | None = None) -> str:
+    """The HTML a communiqué would have: the renderer and sanitiser publishing uses.
+
+    Mentions are shown as written (linking them needs their WebFinger answers).
+    """
+    tag_url = urls.tag if urls is not None else (lambda tag: f"/tags/{tag.lower()}")
+    return render_markdown(source, tag_url=tag_url).html
+
+
+def attachment_document(urls: Urls, media: Media) -> dict[str, Any]:
+    return build_attachment(
+        url=media_url(urls, media),
+        media_type=media.media_type,
+        name=media.alt_text,
+        width=media.width,
+        height=media.height,
+    )
+
+
+def note_document(
+    urls: Urls,
+    assembly: Assembly,
+    communique: Communique,
+    attachments: Sequence[Media] = (),
+) -> dict[str, Any]:
+    """The Note of a communiqué; ``attachments`` are its Media rows in order
+    (:func:`attachments_of`, or :func:`note_of` to have them loaded)."""
     note = build_note(
         note_id=urls.communique(assembly.handle, communique.public_id),
         actor_id=urls.actor(assembly.handle),
@@ -57,6 +137,8 @@ def note_document(urls: Urls, assembly: Assembly, communique: Communique) -> dic
         published=communique.published_at,
         updated=communique.updated_at,
         hashtags=[(tag, urls.tag(tag)) for tag in communique.hashtags],
+        summary=communique.summary,
+        attachments=[attachment_document(urls, m) for m in attachments],
     )
     # Mentioned actors are addressed too (Mastodon notifies them only when they are).
     note["tag"] += [
@@ -64,6 +146,38 @@ def note_document(urls: Urls, assembly: Assembly, communique: Communique) -> dic
     ]
     note["cc"] += [m["href"] for m in communique.mentions]
     return note
+
+
+async def note_of(
+    session: AsyncSession, urls: Urls, assembly: Assembly, communique: Communique
+) -> dict[str, Any]:
+    """:func:`note_document` with the attachments read from the database."""
+    found = await attachments_of(session, [communique.id])
+    return note_document(urls, assembly, communique, found.get(communique.id, []))
+
+
+async def attachments_of(
+    session: AsyncSession, communique_ids: Sequence[int]
+) -> dict[int, list[Media]]:
+    """The attachments of several communiqués at once, by communiqué id, in order."""
+    if not communique_ids:
+        return {}
+    query = (
+        select(Media)
+        .where(Media.communique_id.in_(communique_ids), Media.purpose == MediaPurpose.ATTACHMENT)
+        .order_by(Media.communique_id, Media.position, Media.id)
+    )
+    out: dict[int, list[Media]] = {}
+    for m in (await session.scalars(query)).all():
+        assert m.communique_id is not None
+        out.setdefault(m.communique_id, []).append(m)
+    return out
+
+
+def _link_attachments(communique: Communique, attachments: Sequence[Media]) -> None:
+    for position, m in enumerate(attachments):
+        m.communique_id = communique.id
+        m.position = position
 
 
 def _link_mentions(content_html: str, mentions: Sequence[Mention]) -> str:
@@ -125,25 +239,35 @@ async def publish(
     language: str = "en",
     now: datetime,
     mentions: Sequence[Mention] = (),
+    summary: str | None = None,
+    attachments: Sequence[Media] = (),
 ) -> Published:
     """A new communiqué, its Create{Note} and one delivery per follower inbox.
 
     ``mentions`` are resolved beforehand (server.activitypub.mentions.resolve): the
-    mentioned actors are tagged, addressed and sent the Note.
+    mentioned actors are tagged, addressed and sent the Note. ``summary`` is a content
+    warning. ``attachments`` are Media rows stored beforehand (server.media.store_upload)
+    for this assembly; they are linked in the order given.
     """
     assembly = await assemblies.require_active(session, handle)
     rendered = render_markdown(_check_source(source), tag_url=urls.tag)
+    files = await _load_attachments(session, assembly, attachments)
+    if any(m.communique_id is not None for m in files):
+        raise BadRequest("this file is already attached to another communiqué")
     communique = Communique(
         public_id=new_public_id(),
         assembly_id=assembly.id,
         source=source,
         content_html=_link_mentions(rendered.html, mentions),
         language=_check_language(language),
+        summary=_check_summary(summary),
         hashtags=rendered.hashtags,
         mentions=_mention_rows(mentions),
         published_at=now,
     )
     session.add(communique)
+    await session.flush()
+    _link_attachments(communique, files)
     await session.flush()
     return await _send(
         session,
@@ -151,7 +275,7 @@ async def publish(
         assembly,
         communique,
         "Create",
-        note_document(urls, assembly, communique),
+        note_document(urls, assembly, communique, files),
         now,
     )
 
@@ -186,13 +310,33 @@ async def edit(
     source: str,
     now: datetime,
     mentions: Sequence[Mention] = (),
+    summary: str | None | Keep = KEEP,
+    language: str | None = None,
+    attachments: Sequence[Media] | None = None,
 ) -> Published:
-    """New text for a communiqué: an Update carrying the whole Note with ``updated``."""
+    """New text for a communiqué: an Update carrying the whole Note with ``updated``.
+
+    ``summary`` (the content warning) and ``language`` are kept unless given.
+    ``attachments``, when given, is the whole new list in order: attachments of the
+    communiqué left out are deleted (their rows now; their files by the caller, after
+    commit, from ``Published.removed_media``), new ones must be unattached Media rows of
+    this assembly.
+    """
     assembly, communique = await find_by_url(session, urls, url)
     await assemblies.require_active(session, assembly.handle)
     if communique.deleted_at is not None:
         raise Gone("this communiqué was deleted")
     rendered = render_markdown(_check_source(source), tag_url=urls.tag)
+    current = (await attachments_of(session, [communique.id])).get(communique.id, [])
+    files = (
+        current if attachments is None else await _load_attachments(session, assembly, attachments)
+    )
+    if any(m.communique_id not in {None, communique.id} for m in files):
+        raise BadRequest("this file is already attached to another communiqué")
+    if language is not None:
+        communique.language = _check_language(language)
+    if not isinstance(summary, Keep):
+        communique.summary = _check_summary(summary)
     communique.source = source
     communique.content_html = _link_mentions(rendered.html, mentions)
     communique.hashtags = rendered.hashtags
@@ -200,17 +344,23 @@ async def edit(
     earlier = [m["inbox"] for m in communique.mentions]
     communique.mentions = _mention_rows(mentions)
     communique.updated_at = now
+    kept = {m.id for m in files}
+    removed = tuple(m for m in current if m.id not in kept)
+    for m in removed:
+        await session.delete(m)
+    _link_attachments(communique, files)
     await session.flush()
-    return await _send(
+    published = await _send(
         session,
         urls,
         assembly,
         communique,
         "Update",
-        note_document(urls, assembly, communique),
+        note_document(urls, assembly, communique, files),
         now,
         earlier,
     )
+    return dataclasses.replace(published, removed_media=removed)
 
 
 async def delete(session: AsyncSession, urls: Urls, *, url: str, now: datetime) -> Published:
@@ -220,11 +370,16 @@ async def delete(session: AsyncSession, urls: Urls, *, url: str, now: datetime) 
     if communique.deleted_at is not None:
         raise Gone("this communiqué was already deleted")
     communique.deleted_at = now
+    # Its files go with it (rows now; files by the caller after commit, see Published).
+    removed = tuple((await attachments_of(session, [communique.id])).get(communique.id, []))
+    for m in removed:
+        await session.delete(m)
     await session.flush()
     tombstone = build_tombstone(
         object_id=urls.communique(assembly.handle, communique.public_id), deleted=now
     )
-    return await _send(session, urls, assembly, communique, "Delete", tombstone, now)
+    published = await _send(session, urls, assembly, communique, "Delete", tombstone, now)
+    return dataclasses.replace(published, removed_media=removed)
 
 
 async def create_activity_of(session: AsyncSession, communique_id: int) -> Activity | None:
@@ -232,6 +387,20 @@ async def create_activity_of(session: AsyncSession, communique_id: int) -> Activ
         Activity.communique_id == communique_id, Activity.type == "Create"
     )
     return (await session.scalars(query)).first()
+
+
+async def recent(
+    session: AsyncSession, assembly_id: int, *, offset: int = 0, limit: int = 20
+) -> Sequence[Communique]:
+    """An assembly's communiqués not deleted, newest first."""
+    query = (
+        select(Communique)
+        .where(Communique.assembly_id == assembly_id, Communique.deleted_at.is_(None))
+        .order_by(Communique.published_at.desc(), Communique.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return (await session.scalars(query)).all()
 
 
 async def replies_of(session: AsyncSession, communique_id: int) -> Sequence[Reply]:

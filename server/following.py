@@ -12,13 +12,14 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import activities, assemblies
 from server.activitypub import delivery
-from server.activitypub.actors import fetch_actor, store_actor
+from server.activitypub.actors import ACTOR_TTL, fetch_actor, fetch_document, store_actor
 from server.activitypub.jsonld import normalise
 from server.activitypub.mentions import _webfinger
 from server.context import Context
@@ -48,6 +49,15 @@ async def resolve_actor(session: AsyncSession, ctx: Context, target: str) -> Rem
             return await _local_actor(session, ctx, user.lower())
         if await delivery.blocking_domain(session, f"https://{host}/") is not None:
             raise BadRequest(f"{host} is blocked on this instance")
+        candidates = (
+            await session.scalars(
+                select(RemoteActor).where(RemoteActor.preferred_username == user).limit(50)
+            )
+        ).all()
+        for cached in candidates:
+            fresh = ctx.clock() - cached.fetched_at < ACTOR_TTL
+            if fresh and urlsplit(cached.uri).netloc.lower() == host:
+                return cached
         try:
             uri = await _webfinger(ctx, user, host)
         except RemoteError as exc:
@@ -58,6 +68,37 @@ async def resolve_actor(session: AsyncSession, ctx: Context, target: str) -> Rem
         return await fetch_actor(session, ctx, uri)
     except RemoteError as exc:
         raise BadRequest(f"cannot fetch {uri[:200]}: {exc.message}") from exc
+
+
+async def prefetch(ctx: Context, target: str) -> None:
+    """Resolve a remote target's actor over the network outside any transaction (SQLite
+    holds its write lock for a whole transaction), storing it so that a following
+    :func:`resolve_actor` in the caller's transaction finds it cached."""
+    target = target.strip().removeprefix("acct:")
+    if target.startswith(("https://", "http://")):
+        if ctx.urls.is_local(target):
+            return
+        uri = target
+    else:
+        match = HANDLE_RE.match(target)
+        if match is None or match.group(2).lower() == ctx.urls.host:
+            return
+        try:
+            uri = await _webfinger(ctx, match.group(1), match.group(2).lower())
+        except RemoteError:
+            return  # resolve_actor reports it
+    async with ctx.sessions() as session:
+        if await delivery.blocking_domain(session, uri) is not None:
+            return
+    try:
+        doc = await fetch_document(ctx, uri)
+    except RemoteError:
+        return
+    async with ctx.sessions() as session, session.begin():
+        try:
+            await store_actor(session, ctx, doc)
+        except BadRequest:
+            return
 
 
 async def _local_actor(session: AsyncSession, ctx: Context, handle: str) -> RemoteActor:

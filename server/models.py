@@ -373,7 +373,8 @@ class Following(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     assembly_id: Mapped[int | None] = mapped_column(
-        ForeignKey("assemblies.id", ondelete="CASCADE"), nullable=True  # None: the instance
+        ForeignKey("assemblies.id", ondelete="CASCADE"),
+        nullable=True,  # None: the instance
     )
     target_uri: Mapped[str] = mapped_column(String(2048), index=True)
     inbox_uri: Mapped[str] = mapped_column(String(2048))

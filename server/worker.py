@@ -194,6 +194,20 @@ async def run_once(
     for missing in set(ids) - {job.delivery_id for job in jobs}:
         gone = AttemptResult(missing, None, "activity no longer exists", None, final=True)
         await record(ctx, gone, token=token, now=now or ctx.clock(), rng=rng)
+    # Rows queued before their domain was blocked: failed without a request.
+    async with ctx.sessions() as session:
+        blocked = await delivery.blocked_domains(session)
+    if blocked:
+        allowed = []
+        for job in jobs:
+            if delivery.is_blocked_host(delivery.host_of_uri(job.inbox_uri), blocked):
+                refused = AttemptResult(
+                    job.delivery_id, None, delivery.DOMAIN_BLOCKED, None, final=True
+                )
+                await record(ctx, refused, token=token, now=now or ctx.clock(), rng=rng)
+            else:
+                allowed.append(job)
+        jobs = allowed
     gate = asyncio.Semaphore(ctx.settings.delivery_concurrency)
 
     async def one(job: Job) -> None:

@@ -8,27 +8,41 @@ on stderr, and a database left exactly as it was.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
+from server import accounts, cli
+from server.context import create_context
 from server.db import create_engine
 from server.migrate import head_revision
-from server.models import Activity, Assembly, AssemblyStatus, Communique
-from tests.conftest import SECRET, _pg_admin, _pg_url
+from server.models import (
+    Activity,
+    Assembly,
+    AssemblyStatus,
+    Communique,
+    User,
+    UserStatus,
+    WebSession,
+)
+from tests.conftest import SECRET, _pg_admin, _pg_url, make_settings
 
 INTEROCC = Path(sys.executable).parent / "interocc"
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 BASE_URL = "http://127.0.0.1:8765"
+PASSWORD_TYPED = "correct horse battery staple"
 
 
 @dataclass(frozen=True)
@@ -287,3 +301,127 @@ def test_commands_refuse_an_unmigrated_database(empty_database_url: str) -> None
     assert query(empty_database_url, text("SELECT version_num FROM alembic_version")) == [
         (head_revision(),)
     ]
+
+
+# ---- administrators' accounts ------------------------------------------------------------
+
+NEW_PASSWORD = "a brand new passphrase"
+
+
+def with_input(database_url: str, *args: str, stdin: str) -> Run:
+    proc = subprocess.run(
+        [str(INTEROCC), *args],
+        env=_env(database_url),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Run(args, proc.returncode, proc.stdout, proc.stderr)
+
+
+def fails_with_input(database_url: str, *args: str, stdin: str, says: str) -> None:
+    before = snapshot(database_url)
+    run = with_input(database_url, *args, stdin=stdin)
+    check_failure(run, says)
+    assert snapshot(database_url) == before, f"database changed by {run}"
+
+
+def password_hash(database_url: str, email: str) -> str:
+    [(value,)] = query(database_url, select(User.password_hash).where(User.email == email))
+    return str(value)
+
+
+async def _sign_in_somewhere(database_url: str, email: str) -> None:
+    ctx = await create_context(make_settings(database_url, BASE_URL))
+    try:
+        async with ctx.sessions() as session, session.begin():
+            user = await accounts.find_by_email(session, email)
+            assert user is not None
+            await accounts.start_session(session, user, now=ctx.clock(), lifetime=timedelta(days=1))
+    finally:
+        await ctx.aclose()
+
+
+def test_admin_accounts_from_the_command_line(database_url: str) -> None:
+    # The password comes from standard input when it is not a terminal.
+    run = with_input(
+        database_url, "admin", "create", "Root@Example.org", stdin=PASSWORD_TYPED + "\n"
+    )
+    assert run.returncode == 0, str(run)
+    assert run.stdout == "created the administrator root@example.org\n"
+    rows = query(database_url, select(User.email, User.is_admin, User.status))
+    assert [tuple(r) for r in rows] == [("root@example.org", True, UserStatus.ACTIVE)]
+    assert PasswordHasher().verify(password_hash(database_url, "root@example.org"), PASSWORD_TYPED)
+
+    # --password-stdin says so explicitly (and works at a terminal too).
+    run = with_input(
+        database_url,
+        "admin", "create", "second@example.org", "--password-stdin",
+        stdin=PASSWORD_TYPED + "\r\n",
+    )  # fmt: skip
+    assert run.returncode == 0, str(run)
+    assert PasswordHasher().verify(
+        password_hash(database_url, "second@example.org"), PASSWORD_TYPED
+    )
+
+    # Every mistake: one line, nothing changed.
+    for args, stdin, says in [
+        (("admin", "create", "root@example.org"), PASSWORD_TYPED, "already exists"),
+        (("admin", "create", "ROOT@example.org"), PASSWORD_TYPED, "already exists"),
+        (("admin", "create", "not an address"), PASSWORD_TYPED, "e-mail address"),
+        (("admin", "create", "third@example.org"), "short\n", "at least 10 characters"),
+        (("admin", "create", "third@example.org"), "", "no password given"),
+        (("admin", "reset-password", "nobody@example.org"), NEW_PASSWORD, "no account"),
+        (("admin", "reset-password", "root@example.org"), "short\n", "at least 10"),
+    ]:
+        fails_with_input(database_url, *args, stdin=stdin, says=says)
+
+    # A new password signs the person out everywhere.
+    asyncio.run(_sign_in_somewhere(database_url, "root@example.org"))
+    asyncio.run(_sign_in_somewhere(database_url, "second@example.org"))
+    assert len(query(database_url, select(WebSession.id))) == 2
+    run = with_input(
+        database_url, "admin", "reset-password", "root@example.org", stdin=NEW_PASSWORD + "\n"
+    )
+    assert run.returncode == 0, str(run)
+    assert "root@example.org" in run.stdout and "signed out" in run.stdout
+    assert PasswordHasher().verify(password_hash(database_url, "root@example.org"), NEW_PASSWORD)
+    [(left,)] = query(
+        database_url,
+        select(User.email).join(WebSession, WebSession.user_id == User.id),
+    )
+    assert left == "second@example.org"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_at_a_terminal_the_password_is_asked_twice(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in _env(database_url).items():
+        if name.startswith("INTEROCC_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    prompts: list[str] = []
+
+    def typed(answers: list[str]) -> Any:
+        def getpass(prompt: str = "") -> str:
+            prompts.append(prompt)
+            return answers.pop(0)
+
+        return getpass
+
+    monkeypatch.setattr(cli.getpass, "getpass", typed([PASSWORD_TYPED, "a different one!"]))
+    assert cli.main(["admin", "create", "root@example.org"]) == cli.EXIT_ERROR
+    assert capsys.readouterr().err == "interocc: the two passwords differ\n"
+    assert query(database_url, select(User.id)) == []
+
+    monkeypatch.setattr(cli.getpass, "getpass", typed([PASSWORD_TYPED, PASSWORD_TYPED]))
+    assert cli.main(["admin", "create", "root@example.org"]) == 0
+    assert capsys.readouterr().out == "created the administrator root@example.org\n"
+    assert prompts[-2:] == ["Password: ", "Password again: "]
+    assert PasswordHasher().verify(password_hash(database_url, "root@example.org"), PASSWORD_TYPED)

@@ -2,6 +2,11 @@
 
 Delivery is data: one ``deliveries`` row per (activity, inbox). The worker claims due rows,
 signs each attempt afresh and records every attempt in ``delivery_attempts``.
+
+Nothing is ever sent to a blocked domain (or a subdomain of one): such rows are recorded as
+failed with ``last_error = "domain blocked"``, at queueing time or, for rows queued before
+the block, when the worker comes to them. The lookups live here, below the domain services,
+because the inbox, the worker and server.moderation all need them.
 """
 
 from __future__ import annotations
@@ -9,19 +14,79 @@ from __future__ import annotations
 import enum
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.models import Activity, Delivery, Follower, FollowerStatus, RemoteActor
+from server.models import (
+    Activity,
+    Delivery,
+    DeliveryStatus,
+    DomainBlock,
+    Follower,
+    FollowerStatus,
+    RemoteActor,
+)
 
 BASE_DELAY = timedelta(minutes=1)
 MAX_DELAY = timedelta(hours=24)
 MAX_RETRY_AFTER = timedelta(days=2)
+DOMAIN_BLOCKED = "domain blocked"
+
+
+# -- domain blocks ------------------------------------------------------------------------
+
+
+def ascii_host(host: str) -> str:
+    """A host name as blocks are stored: lower-case, no trailing dot, IDNA (punycode)."""
+    host = host.strip().lower().rstrip(".")
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:  # not a valid IDNA name: compare it as it is
+        return host
+
+
+def host_of_uri(uri: str) -> str:
+    try:
+        return ascii_host(urlsplit(uri).hostname or "")
+    except ValueError:  # urlsplit refuses some malformed netlocs
+        return ""
+
+
+def covering_domains(host: str) -> list[str]:
+    """The host and every parent domain: a block of any of them covers the host.
+
+    >>> covering_domains("a.social.example")
+    ['a.social.example', 'social.example', 'example']
+    """
+    labels = ascii_host(host).split(".")
+    return [".".join(labels[i:]) for i in range(len(labels)) if labels[i]]
+
+
+def is_blocked_host(host: str, blocked: Collection[str]) -> bool:
+    return bool(blocked) and any(d in blocked for d in covering_domains(host))
+
+
+async def blocked_domains(session: AsyncSession) -> frozenset[str]:
+    """Every blocked domain (a short list, read once per batch)."""
+    return frozenset((await session.scalars(select(DomainBlock.domain))).all())
+
+
+async def blocking_domain(session: AsyncSession, uri: str) -> str | None:
+    """The blocked domain covering ``uri``'s host, or None."""
+    host = host_of_uri(uri)
+    if not host:
+        return None
+    query = select(DomainBlock.domain).where(DomainBlock.domain.in_(covering_domains(host)))
+    return (await session.scalars(query.limit(1))).first()
+
+
+# -- queueing -----------------------------------------------------------------------------
 
 
 async def follower_inboxes(session: AsyncSession, assembly_id: int) -> list[str]:
@@ -38,7 +103,11 @@ async def follower_inboxes(session: AsyncSession, assembly_id: int) -> list[str]
 async def enqueue(
     session: AsyncSession, activity: Activity, inboxes: Iterable[str], *, now: datetime
 ) -> list[Delivery]:
-    """Queue the activity for each distinct inbox, in the caller's transaction."""
+    """Queue the activity for each distinct inbox, in the caller's transaction.
+
+    An inbox on a blocked domain gets a row too, already failed with "domain blocked": no
+    request is ever made, and the record says why nothing was sent.
+    """
     existing = set(
         (
             await session.scalars(
@@ -46,11 +115,18 @@ async def enqueue(
             )
         ).all()
     )
-    rows = [
-        Delivery(activity_id=activity.id, inbox_uri=inbox, next_attempt_at=now, created_at=now)
-        for inbox in dict.fromkeys(inboxes)
-        if inbox not in existing
-    ]
+    blocked = await blocked_domains(session)
+    rows = []
+    for inbox in dict.fromkeys(inboxes):
+        if inbox in existing:
+            continue
+        row = Delivery(
+            activity_id=activity.id, inbox_uri=inbox, next_attempt_at=now, created_at=now
+        )
+        if is_blocked_host(host_of_uri(inbox), blocked):
+            row.status = DeliveryStatus.FAILED
+            row.last_error = DOMAIN_BLOCKED
+        rows.append(row)
     session.add_all(rows)
     await session.flush()
     return rows

@@ -1,8 +1,8 @@
 """Incoming activities: verify, tie to the signer, dedupe, handle, store.
 
-Order (see STYLE.md): size limit → parse → verify (refetch the key once) → the key's owner is
-the actor → normalise → dedupe by id → handler → store → 202. A request that fails any
-step changes nothing in the database.
+Order (see STYLE.md): size limit → parse → domain blocks → verify (refetch the key once) →
+the key's owner is the actor → normalise → dedupe by id → handler → store → 202. A request
+that fails any step changes nothing in the database.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies, communiques
+from server import assemblies, communiques, instance, moderation
 from server.activitypub import delivery
 from server.activitypub.actors import (
     ResolvedKey,
@@ -127,6 +127,11 @@ async def authenticate(
     info = parse_signature(headers)
     if isinstance(info, Rejected):
         raise Unauthorized(info.reason)
+    # Refused before any key is fetched: a blocked domain gets no request from us at all.
+    async with ctx.sessions() as session:
+        for uri in (actor_uri, info.key_id):
+            if await delivery.blocking_domain(session, uri) is not None:
+                raise Forbidden("this instance does not accept activities from your domain")
 
     def check(pem: str) -> Rejected | None:
         public_key = load_public_key(pem)
@@ -233,25 +238,16 @@ async def _local_assembly(incoming: Incoming, uri: str | None) -> Assembly:
 async def send_accept(
     ctx: Context, session: AsyncSession, assembly: Assembly, actor: RemoteActor, follow: Doc
 ) -> None:
-    now = ctx.clock()
-    follow_doc = {
-        "id": follow["id"],
-        "type": "Follow",
-        "actor": actor.uri,
-        "object": ctx.urls.actor(assembly.handle),
-    }
     # The Follow is embedded with its id: Mastodon matches the Accept by that id.
-    activity = await activities.record(
+    await moderation.answer_follow(
         session,
         ctx.urls,
         assembly=assembly,
-        activity_type="Accept",
-        obj=follow_doc,
-        to=[actor.uri],
-        public=False,
-        now=now,
+        actor=actor,
+        follow_uri=str(follow["id"]),
+        accept=True,
+        now=ctx.clock(),
     )
-    await delivery.enqueue(session, activity, [actor.inbox_uri], now=now)
     ctx.wake.set()
 
 
@@ -268,15 +264,19 @@ async def handle_follow(incoming: Incoming) -> bool:
         )
     ).first()
     if follower is None:
+        # The instance's follow approval holds every new request for an admin first; then
+        # the assembly's own manual approval, if it has it.
+        held = (await instance.load(session, ctx.settings)).follow_approval
         follower = Follower(
             assembly_id=assembly.id,
             actor_id=actor.id,
             follow_uri=activity["id"],
             status=(
                 FollowerStatus.PENDING
-                if assembly.manually_approves_followers
+                if held or assembly.manually_approves_followers
                 else FollowerStatus.ACCEPTED
             ),
+            held_for_admin=held,
             created_at=ctx.clock(),
         )
         session.add(follower)
@@ -314,6 +314,30 @@ async def handle_undo(incoming: Incoming) -> bool:
         await session.delete(row)
     await session.flush()
     return bool(rows)
+
+
+@handles("Flag")
+async def handle_flag(incoming: Incoming) -> bool:
+    """A report about our actors or communiqués. Mastodon sends a Flag when its user asks to
+    forward a report: from its instance actor, ``object`` the reported actor then statuses,
+    ``content`` the comment. Kept once per Flag id, and only if it names something of ours."""
+    activity = incoming.activity
+    objects = [uri for uri in (id_of(o) for o in as_list(activity.get("object"))) if uri]
+    comment = activity.get("content")
+    if not isinstance(comment, str):
+        mapped = activity.get("contentMap")
+        comment = next(iter(mapped.values()), "") if isinstance(mapped, dict) and mapped else ""
+    report = await moderation.store_report(
+        incoming.session,
+        incoming.ctx.urls,
+        uri=str(activity["id"]),
+        actor_uri=incoming.actor_uri,
+        objects=objects,
+        comment=str(comment),
+        document=activity,
+        now=incoming.ctx.clock(),
+    )
+    return report is not None
 
 
 def _parse_time(value: object) -> datetime | None:

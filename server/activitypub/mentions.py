@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.activitypub import delivery
 from server.activitypub.actors import fetch_actor
 from server.context import Context
 from server.errors import BadRequest, RemoteError
@@ -64,6 +65,9 @@ async def resolve(session: AsyncSession, ctx: Context, source: str) -> list[Ment
     for user, host in find_mentions(source):
         if host == ctx.urls.host:
             continue  # a local assembly: nothing to deliver across the network
+        # No WebFinger query to a blocked domain, and nothing would be delivered there.
+        if await delivery.blocking_domain(session, f"https://{host}/") is not None:
+            raise BadRequest(f"cannot mention @{user}@{host}: its domain is blocked here")
         try:
             actor = await fetch_actor(session, ctx, await _webfinger(ctx, user, host))
         except RemoteError as exc:

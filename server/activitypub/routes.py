@@ -65,7 +65,7 @@ def _ctx(request: Request) -> Context:
 
 def actor_document(ctx: Context, assembly: Assembly) -> dict[str, Any]:
     u, h = ctx.urls, assembly.handle
-    return build_actor(
+    document = build_actor(
         actor_id=u.actor(h),
         handle=h,
         name=assembly.name,
@@ -83,6 +83,10 @@ def actor_document(ctx: Context, assembly: Assembly) -> dict[str, Any]:
         published=assembly.approved_at or assembly.created_at,
         icon_url=assembly.icon_url,
     )
+    if assembly.header_url:
+        # Mastodon shows an actor's `image` as its profile header.
+        document["image"] = {"type": "Image", "url": assembly.header_url}
+    return document
 
 
 async def actor(request: Request) -> Response:

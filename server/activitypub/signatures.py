@@ -425,7 +425,12 @@ def _verify_cavage(
         raise _Fail("signature must cover host")
     if "date" not in covered and "(created)" not in covered:
         raise _Fail("signature must cover date or (created)")
-    if _body_needs_digest(method, body, require_body_digest) and "digest" not in covered:
+    # Digest (RFC 3230) or its successor Content-Digest (RFC 9530): bovine, among others,
+    # can be set to send the latter with a draft-cavage signature.
+    if _body_needs_digest(method, body, require_body_digest) and not {
+        "digest",
+        "content-digest",
+    } & set(covered):
         raise _Fail("signature must cover digest")
 
     # Freshness: every covered time source must be within the window.
@@ -453,6 +458,11 @@ def _verify_cavage(
         if digest_value is None:
             raise _Fail("covered header digest missing")
         _check_cavage_digest(digest_value, body)
+    if "content-digest" in covered:
+        content_digest = _header(headers, "content-digest")
+        if content_digest is None:
+            raise _Fail("covered header content-digest missing")
+        _check_content_digest(content_digest, body)
 
     # (request-target) candidates. Fedify (signRequestDraft uses url.pathname) and older
     # Mastodon versions sign the path without the query string; Mastodon's own verifier

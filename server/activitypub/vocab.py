@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,8 +88,16 @@ def build_note(
     published: datetime,
     updated: datetime | None,
     hashtags: list[tuple[str, str]],
+    summary: str | None = None,
+    attachments: Sequence[Doc] = (),
 ) -> Doc:
-    """A public communiqué. ``hashtags`` is a list of (name without '#', href)."""
+    """A public communiqué. ``hashtags`` is a list of (name without '#', href).
+
+    ``summary`` is the content warning: Mastodon shows it in place of the content, behind
+    a button, and marks the attachments sensitive only when ``sensitive`` is true — set
+    together, as Mastodon's own composer does. ``attachments`` come from
+    :func:`build_attachment`, in order.
+    """
     note: Doc = {
         "id": note_id,
         "type": "Note",
@@ -100,14 +109,35 @@ def build_note(
         "url": note_id,
         "to": [PUBLIC],
         "cc": [followers],
-        "sensitive": False,
-        "summary": None,
+        "sensitive": bool(summary),
+        "summary": summary or None,
         "inReplyTo": None,
+        "attachment": list(attachments),
         "tag": [{"type": "Hashtag", "href": href, "name": f"#{name}"} for name, href in hashtags],
     }
     if updated is not None:
         note["updated"] = iso(updated)
     return note
+
+
+def build_attachment(
+    *,
+    url: str,
+    media_type: str,
+    name: str = "",
+    width: int | None = None,
+    height: int | None = None,
+) -> Doc:
+    """A file attached to a Note, shaped as Mastodon's MediaAttachmentSerializer emits it:
+    ``Document`` for images too, alt text as ``name``. Mastodon computes its own blurhash
+    and thumbnail from the file, so we send neither."""
+    doc: Doc = {"type": "Document", "mediaType": media_type, "url": url}
+    if name:
+        doc["name"] = name
+    if width and height:
+        doc["width"] = width
+        doc["height"] = height
+    return doc
 
 
 def build_tombstone(*, object_id: str, deleted: datetime, former_type: str = "Note") -> Doc:

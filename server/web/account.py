@@ -1,7 +1,608 @@
-"""(being written)"""
+"""Accounts in the browser: sign up, log in and out, the dashboard, requesting an assembly,
+its settings, its facilitators and invitations.
+
+Routes stay thin: read the form, check who asks, call the domain (server.accounts,
+server.assemblies, server.memberships, server.media) in one transaction, render. A page is
+rendered only after the transaction is over: with SQLite every transaction holds the write
+lock, and the render helper opens its own session.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-routes: list[Route] = []
+from server import accounts, assemblies, instance, media, memberships
+from server.activitypub.routes import actor_document
+from server.context import Context
+from server.errors import Conflict, Forbidden, InterOccError, NotFound
+from server.instance import RegistrationMode
+from server.memberships import Member
+from server.models import (
+    Assembly,
+    Invitation,
+    Media,
+    MediaPurpose,
+    MemberRole,
+    User,
+    UserStatus,
+)
+from server.web.pages import render
+from server.web.security import CSRF_MAX_AGE
+from server.web.session import (
+    FormState,
+    clear_cookie,
+    current_user,
+    new_csrf_cookie,
+    read_form,
+    redirect,
+    require_member,
+    require_user,
+    safe_next,
+    session_token,
+    set_cookie,
+    text,
+    uploads,
+)
+from server.web.session import (
+    checkbox as form_checkbox,
+)
+
+# A password longer than this is refused by accounts.check_password, not silently cut.
+PASSWORD_FIELD_MAX = accounts.MAX_PASSWORD + 1
+IMAGES = (("avatar", MediaPurpose.AVATAR), ("header", MediaPurpose.HEADER))
+_T = TypeVar("_T")
+
+
+def _ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def _private(response: Response) -> Response:
+    """Pages with a secret in them (an invitation link) stay out of every cache."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _rotate_csrf(response: Response, ctx: Context) -> None:
+    # A new CSRF cookie whenever who is signed in changes: a token planted or read before
+    # the login is worth nothing after it.
+    set_cookie(response, ctx.settings, "csrf", new_csrf_cookie(), max_age=CSRF_MAX_AGE)
+
+
+def _signed_in(response: Response, ctx: Context, token: str) -> Response:
+    lifetime = int(ctx.settings.session_lifetime.total_seconds())
+    set_cookie(response, ctx.settings, "session", token, max_age=lifetime)
+    _rotate_csrf(response, ctx)
+    return response
+
+
+def _closing(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """Close the request's form after ``handler``: Starlette leaves uploaded files' spooled
+    temporary files open otherwise (even when the CSRF check refused the form)."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        finally:
+            await request.close()
+
+    return wrapped
+
+
+def _client(request: Request) -> str:
+    # uvicorn puts the proxy's X-Forwarded-For here when the proxy is trusted.
+    return request.client.host if request.client else "unknown"
+
+
+# -- sign up, log in, log out -------------------------------------------------------------
+
+
+async def _registration_mode(ctx: Context) -> RegistrationMode:
+    async with ctx.sessions() as session:
+        return (await instance.load(session, ctx.settings)).registration_mode
+
+
+async def signup(request: Request) -> Response:
+    ctx = _ctx(request)
+    mode = await _registration_mode(ctx)
+    if mode == RegistrationMode.CLOSED:
+        # Nothing is read, nothing is stored.
+        return await render(request, "signup.html", status=403, mode=mode.value, closed=True)
+    nxt = safe_next(request.query_params.get("next"))
+    if request.method == "GET":
+        if await current_user(request) is not None:
+            return redirect(request, nxt)
+        state = FormState(values={"next": nxt})
+        return await render(request, "signup.html", mode=mode.value, form=state)
+
+    form = await read_form(request)
+    email = text(form, "email", max_length=1000)
+    password = text(form, "password", max_length=PASSWORD_FIELD_MAX)
+    nxt = safe_next(text(form, "next", max_length=2000))
+    state = FormState(values={"email": email.strip(), "next": nxt})
+    token: str | None = None
+    try:
+        async with ctx.sessions() as session, session.begin():
+            user = await accounts.create_user(
+                session,
+                email=email,
+                password=password,
+                status=UserStatus.ACTIVE if mode == RegistrationMode.OPEN else UserStatus.PENDING,
+            )
+            if user.status == UserStatus.ACTIVE:
+                if previous := session_token(request):
+                    await accounts.end_session(session, previous)
+                token = await accounts.start_session(
+                    session, user, now=ctx.clock(), lifetime=ctx.settings.session_lifetime
+                )
+    except InterOccError as exc:
+        state.fail(exc, "email")
+        return await render(request, "signup.html", status=exc.status, mode=mode.value, form=state)
+    except IntegrityError:  # the same address signed up a moment ago
+        state.fail(Conflict("an account with this e-mail address already exists", field="email"))
+        return await render(request, "signup.html", status=409, mode=mode.value, form=state)
+    if token is None:
+        return await render(request, "signup.html", mode=mode.value, waiting=True)
+    response = redirect(request, nxt, flash="Welcome! Your account is ready.")
+    return _signed_in(response, ctx, token)
+
+
+async def login(request: Request) -> Response:
+    ctx = _ctx(request)
+    if request.method == "GET":
+        nxt = safe_next(request.query_params.get("next"))
+        if await current_user(request) is not None:
+            return redirect(request, nxt)
+        return await render(request, "login.html", form=FormState(values={"next": nxt}))
+
+    form = await read_form(request)
+    email = text(form, "email", max_length=1000)
+    password = text(form, "password", max_length=PASSWORD_FIELD_MAX)
+    nxt = safe_next(text(form, "next", max_length=2000))
+    previous = session_token(request)
+    token: str | None = None
+    # Committed whether or not the login succeeds: failures are the rate limiter's memory.
+    async with ctx.sessions() as session, session.begin():
+        result = await accounts.authenticate(
+            session, email=email, password=password, client=_client(request), now=ctx.clock()
+        )
+        if result.user is not None:
+            if previous:
+                await accounts.end_session(session, previous)
+            token = await accounts.start_session(
+                session, result.user, now=ctx.clock(), lifetime=ctx.settings.session_lifetime
+            )
+    if token is None:
+        state = FormState(values={"email": email.strip(), "next": nxt})
+        state.errors["_form"] = result.error or "wrong e-mail address or password"
+        return await render(
+            request, "login.html", status=429 if result.limited else 400, form=state
+        )
+    return _signed_in(redirect(request, nxt), ctx, token)
+
+
+async def logout(request: Request) -> Response:
+    ctx = _ctx(request)
+    form = await read_form(request)
+    nxt = text(form, "next", max_length=2000)
+    token = session_token(request)
+    if token:
+        async with ctx.sessions() as session, session.begin():
+            await accounts.end_session(session, token)
+    response = redirect(request, safe_next(nxt) if nxt else "/", flash="You are logged out.")
+    clear_cookie(response, ctx.settings, "session")
+    _rotate_csrf(response, ctx)
+    return response
+
+
+# -- dashboard ----------------------------------------------------------------------------
+
+
+async def dashboard(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = await require_user(request)
+    async with ctx.sessions() as session:
+        mine = await memberships.facilitating(session, user.id)
+        invited = await memberships.invitations_for(session, user)
+    return await render(request, "dashboard.html", facilitating=mine, invitations=invited)
+
+
+async def accept_from_dashboard(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = await require_user(request)
+    await read_form(request)
+    async with ctx.sessions() as session, session.begin():
+        joined = await memberships.accept_by_id(
+            session,
+            invitation_id=request.path_params["invitation_id"],
+            user=user,
+            now=ctx.clock(),
+        )
+    return redirect(request, "/dashboard", flash=_joined_message(joined))
+
+
+def _joined_message(joined: memberships.Facilitating) -> str:
+    role = "an admin" if joined.role == MemberRole.ADMIN else "a facilitator"
+    return f"You are now {role} of {joined.assembly.name}."
+
+
+# -- images -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Files:
+    """Files written during a transaction: removed if it fails, the replaced ones after
+    it commits."""
+
+    stored: list[Media] = field(default_factory=list)
+    replaced: list[Media] = field(default_factory=list)
+
+
+async def _store_images(
+    session: AsyncSession,
+    ctx: Context,
+    form: FormData,
+    *,
+    assembly: Assembly,
+    user: User,
+    files: _Files,
+) -> bool:
+    """Store the avatar and header chosen in ``form``; True if there was any."""
+    changed = False
+    for name, purpose in IMAGES:
+        for upload in uploads(form, name)[:1]:
+            change = await assemblies.set_image(
+                session,
+                ctx.settings,
+                ctx.urls,
+                assembly=assembly,
+                upload=upload,
+                purpose=purpose,
+                user=user,
+                field=name,
+                now=ctx.clock(),
+            )
+            files.stored.append(change.media)
+            files.replaced += change.replaced
+            changed = True
+    return changed
+
+
+def _profile_values(form: FormData) -> dict[str, Any]:
+    return {
+        "name": text(form, "name", max_length=1000),
+        "summary": text(form, "summary", max_length=assemblies.MAX_SUMMARY + 1),
+        "place": text(form, "place", max_length=1000),
+        "languages": text(form, "languages", max_length=1000),
+        "manually_approves_followers": form_checkbox(form, "manually_approves_followers"),
+    }
+
+
+# -- requesting an assembly ---------------------------------------------------------------
+
+
+async def request_assembly(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = await require_user(request)
+    if request.method == "GET":
+        return await render(request, "assembly_request.html", form=FormState())
+
+    form = await read_form(request, files=True)
+    values = {"handle": text(form, "handle", max_length=100), **_profile_values(form)}
+    state = FormState(values=values)
+    files = _Files()
+    try:
+        async with ctx.sessions() as session, session.begin():
+            assembly = await assemblies.create(
+                session,
+                handle=values["handle"],
+                name=values["name"],
+                summary=values["summary"],
+                place=values["place"],
+                languages=values["languages"],
+                manually_approves_followers=values["manually_approves_followers"],
+                requested_by_id=user.id,
+            )
+            await _store_images(session, ctx, form, assembly=assembly, user=user, files=files)
+    except InterOccError as exc:
+        media.remove_files(ctx.settings, files.stored)
+        state.fail(exc)
+        return await render(request, "assembly_request.html", status=exc.status, form=state)
+    except IntegrityError:  # the same handle requested a moment ago
+        media.remove_files(ctx.settings, files.stored)
+        state.errors["handle"] = "an assembly with this handle already exists"
+        return await render(request, "assembly_request.html", status=409, form=state)
+    except BaseException:
+        media.remove_files(ctx.settings, files.stored)
+        raise
+    return redirect(
+        request,
+        "/dashboard",
+        flash=f"Your request for @{assembly.handle} is sent. An administrator of this "
+        "instance must approve it before it can publish.",
+    )
+
+
+# -- assembly settings --------------------------------------------------------------------
+
+
+def _settings_values(assembly: Assembly) -> dict[str, Any]:
+    return {
+        "name": assembly.name,
+        "summary": assembly.summary,
+        "place": assembly.place,
+        "languages": ", ".join(assembly.languages or []),
+        "manually_approves_followers": assembly.manually_approves_followers,
+    }
+
+
+async def assembly_settings(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = await require_user(request)
+    handle = request.path_params["handle"]
+    if request.method == "GET":
+        async with ctx.sessions() as session:
+            assembly, _ = await require_member(session, user, handle, admin=True)
+        state = FormState(values=_settings_values(assembly))
+        return await render(request, "assembly_settings.html", assembly=assembly, form=state)
+
+    # Who may change it is checked before the (possibly large) body is read, and again in
+    # the transaction below.
+    async with ctx.sessions() as session:
+        assembly, _ = await require_member(session, user, handle, admin=True)
+    form = await read_form(request, files=True)
+    values = _profile_values(form)
+    state = FormState(values=values)
+    files = _Files()
+    changed = sent = False
+    try:
+        async with ctx.sessions() as session, session.begin():
+            # Its own name: on failure the rollback expires it, the page shows `assembly`.
+            target, _ = await require_member(session, user, handle, admin=True)
+            target, changed = await assemblies.update_profile(
+                session, handle=target.handle, **values
+            )
+            if await _store_images(session, ctx, form, assembly=target, user=user, files=files):
+                changed = True
+            if changed:
+                announced = await assemblies.announce_profile(
+                    session,
+                    ctx.urls,
+                    assembly=target,
+                    actor_document=actor_document(ctx, target),
+                    now=ctx.clock(),
+                )
+                sent = announced is not None
+    except InterOccError as exc:
+        media.remove_files(ctx.settings, files.stored)
+        if isinstance(exc, Forbidden | NotFound):
+            raise
+        state.fail(exc)
+        return await render(
+            request, "assembly_settings.html", status=exc.status, assembly=assembly, form=state
+        )
+    except BaseException:
+        media.remove_files(ctx.settings, files.stored)
+        raise
+    media.remove_files(ctx.settings, files.replaced)
+    if sent:
+        ctx.wake.set()
+        flash = "Saved. Followers' servers are sent the new profile."
+    elif changed:
+        flash = "Saved."
+    else:
+        flash = "Nothing to change."
+    return redirect(request, f"/manage/{quote(assembly.handle)}/settings", flash=flash)
+
+
+# -- facilitators -------------------------------------------------------------------------
+
+
+async def _facilitators_page(
+    request: Request,
+    user: User,
+    handle: str,
+    *,
+    form: FormState | None = None,
+    link: str | None = None,
+    problem: str | None = None,
+    status: int = 200,
+) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        assembly, me = await require_member(session, user, handle)
+        listed = await memberships.members(session, assembly.id)
+        is_admin = me.role == MemberRole.ADMIN
+        invited = await memberships.pending_invitations(session, assembly.id) if is_admin else []
+    response = await render(
+        request,
+        "facilitators.html",
+        status=status,
+        assembly=assembly,
+        me=me,
+        is_admin=is_admin,
+        members=listed,
+        invitations=invited,
+        form=form or FormState(values={"role": MemberRole.FACILITATOR.value}),
+        link=link,
+        problem=problem,
+    )
+    return _private(response) if link else response
+
+
+async def facilitators(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = await require_user(request)
+    handle = request.path_params["handle"]
+    if request.method == "GET":
+        return await _facilitators_page(request, user, handle)
+
+    form = await read_form(request)
+    email = text(form, "email", max_length=1000)
+    role = text(form, "role", max_length=50)
+    state = FormState(values={"email": email.strip(), "role": role})
+    try:
+        async with ctx.sessions() as session, session.begin():
+            assembly, _ = await require_member(session, user, handle, admin=True)
+            invited = await memberships.invite(
+                session, assembly=assembly, email=email, role=role, invited_by=user, now=ctx.clock()
+            )
+    except (Forbidden, NotFound):
+        raise
+    except InterOccError as exc:
+        return await _facilitators_page(
+            request, user, handle, form=state.fail(exc, "email"), status=exc.status
+        )
+    link = f"{ctx.urls.base}/invitations/{invited.token}"
+    # The form starts afresh; the page names whom the link is for.
+    state = FormState(values={"role": role, "invited": invited.invitation.email})
+    return await _facilitators_page(request, user, handle, form=state, link=link)
+
+
+async def _member_action(
+    request: Request, action: Callable[[AsyncSession, Assembly, FormData], Awaitable[_T]]
+) -> _T | Response:
+    """A change to the facilitator list by one of the assembly's admins: the action's
+    result, or the list again with the reason it was refused."""
+    ctx = _ctx(request)
+    user = await require_user(request)
+    handle = request.path_params["handle"]
+    form = await read_form(request)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            assembly, _ = await require_member(session, user, handle, admin=True)
+            return await action(session, assembly, form)
+    except Conflict as exc:
+        return await _facilitators_page(
+            request, user, handle, problem=exc.message, status=exc.status
+        )
+
+
+def _back_to_list(request: Request, flash: str) -> Response:
+    return redirect(
+        request, f"/manage/{quote(request.path_params['handle'])}/facilitators", flash=flash
+    )
+
+
+async def remove_member(request: Request) -> Response:
+    membership_id: int = request.path_params["membership_id"]
+
+    async def action(session: AsyncSession, assembly: Assembly, form: FormData) -> Member:
+        return await memberships.remove(
+            session, assembly_id=assembly.id, membership_id=membership_id
+        )
+
+    result = await _member_action(request, action)
+    if isinstance(result, Response):
+        return result
+    user = await require_user(request)
+    if result.user_id == user.id:
+        # Not a member any more: the list is not theirs to see.
+        return redirect(request, "/dashboard", flash="You no longer facilitate this assembly.")
+    return _back_to_list(request, f"{result.email} was removed.")
+
+
+async def change_role(request: Request) -> Response:
+    membership_id: int = request.path_params["membership_id"]
+
+    async def action(session: AsyncSession, assembly: Assembly, form: FormData) -> Member:
+        return await memberships.set_role(
+            session,
+            assembly_id=assembly.id,
+            membership_id=membership_id,
+            role=text(form, "role", max_length=50),
+        )
+
+    result = await _member_action(request, action)
+    if isinstance(result, Response):
+        return result
+    return _back_to_list(request, f"{result.email} is now {result.role.value}.")
+
+
+async def withdraw_invitation(request: Request) -> Response:
+    invitation_id: int = request.path_params["invitation_id"]
+
+    async def action(session: AsyncSession, assembly: Assembly, form: FormData) -> Invitation:
+        return await memberships.withdraw(
+            session, assembly_id=assembly.id, invitation_id=invitation_id
+        )
+
+    result = await _member_action(request, action)
+    if isinstance(result, Response):
+        return result
+    return _back_to_list(request, f"The invitation to {result.email} is withdrawn.")
+
+
+# -- invitations --------------------------------------------------------------------------
+
+
+async def invitation(request: Request) -> Response:
+    ctx = _ctx(request)
+    token = request.path_params["token"]
+    if request.method == "GET":
+        user = await current_user(request)
+        async with ctx.sessions() as session:
+            pending = await memberships.find_invitation(session, token)
+        wrong: str | None = None
+        if user is not None:
+            try:
+                memberships.check_addressee(pending.invitation, user)
+            except Forbidden as exc:
+                wrong = exc.message
+        response = await render(
+            request,
+            "invitation.html",
+            status=403 if wrong else 200,
+            invitation=pending.invitation,
+            assembly=pending.assembly,
+            wrong_account=wrong,
+            here=request.url.path,
+        )
+        return _private(response)
+
+    user = await require_user(request)
+    await read_form(request)
+    async with ctx.sessions() as session, session.begin():
+        joined = await memberships.accept(session, token=token, user=user, now=ctx.clock())
+    return redirect(request, "/dashboard", flash=_joined_message(joined))
+
+
+routes = [
+    Route("/signup", signup, methods=["GET", "POST"]),
+    Route("/login", login, methods=["GET", "POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/dashboard", dashboard),
+    Route(
+        "/dashboard/invitations/{invitation_id:int}/accept",
+        accept_from_dashboard,
+        methods=["POST"],
+    ),
+    Route("/assemblies/new", _closing(request_assembly), methods=["GET", "POST"]),
+    Route("/manage/{handle}/settings", _closing(assembly_settings), methods=["GET", "POST"]),
+    Route("/manage/{handle}/facilitators", facilitators, methods=["GET", "POST"]),
+    Route(
+        "/manage/{handle}/facilitators/{membership_id:int}/remove",
+        remove_member,
+        methods=["POST"],
+    ),
+    Route("/manage/{handle}/facilitators/{membership_id:int}/role", change_role, methods=["POST"]),
+    Route(
+        "/manage/{handle}/invitations/{invitation_id:int}/withdraw",
+        withdraw_invitation,
+        methods=["POST"],
+    ),
+    Route("/invitations/{token}", invitation, methods=["GET", "POST"]),
+]

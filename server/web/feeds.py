@@ -1,7 +1,255 @@
-"""(being written)"""
+"""Atom 1.0 feeds (RFC 4287): the whole instance's and each assembly's latest communiqués.
+
+``build_atom`` is pure: it turns a :class:`Feed` and its :class:`Entry` values into bytes
+with xml.etree, so every string is escaped by the serialiser and the document is always
+well-formed. The route handlers load rows and call it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from xml.etree import ElementTree as ET
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
 
-routes: list[Route] = []
+from server import assemblies, instance
+from server.activitypub.vocab import iso
+from server.context import Context
+from server.models import Assembly, AssemblyStatus, Communique, Media
+from server.urls import Urls
+from server.web.public import (
+    absolute_url,
+    assembly_feed_url,
+    attachments_of,
+    excerpt,
+    media_path,
+    plain_text,
+)
+
+# TODO(urls): these route templates belong in server/urls.py (see public.assembly_feed_url).
+INSTANCE_FEED = "/feed.atom"
+ACTOR_FEED = "/actors/{handle}/feed.atom"
+FEED_SIZE = 50
+TITLE_CHARS = 100
+ATOM_NS = "http://www.w3.org/2005/Atom"
+XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+MEDIA_TYPE = "application/atom+xml; charset=utf-8"
+GENERATOR = "InterOcc"
+
+# Characters XML 1.0 does not allow at all; a communiqué's source could hold one.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _clean(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
+@dataclass(frozen=True)
+class Enclosure:
+    href: str
+    media_type: str
+    length: int
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str  # the communiqué's URL: its Note id, permanent
+    url: str
+    title: str
+    published: datetime
+    updated: datetime
+    author_name: str
+    author_uri: str
+    content_html: str
+    language: str
+    categories: Sequence[str] = ()
+    enclosures: Sequence[Enclosure] = ()
+
+
+@dataclass(frozen=True)
+class Feed:
+    id: str
+    title: str
+    self_url: str
+    alternate_url: str
+    author_name: str
+    author_uri: str
+    updated: datetime  # used when there are no entries; otherwise the newest entry's
+    subtitle: str = ""
+    icon: str | None = None
+    entries: Sequence[Entry] = field(default_factory=tuple)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, {k: _clean(v) for k, v in attrs.items()})
+    if text is not None:
+        element.text = _clean(text)
+    return element
+
+
+def _person(parent: ET.Element, tag: str, name: str, uri: str) -> None:
+    person = _sub(parent, tag)
+    _sub(person, "name", name)
+    _sub(person, "uri", uri)
+
+
+def build_atom(feed: Feed) -> bytes:
+    """The feed as an Atom 1.0 document, UTF-8, with an XML declaration."""
+    # The default namespace is written as a plain attribute so that every element is
+    # serialised unprefixed (<feed xmlns="…">), the form feed readers expect.
+    root = ET.Element("feed", {"xmlns": ATOM_NS})
+    _sub(root, "id", feed.id)
+    _sub(root, "title", feed.title)
+    if feed.subtitle:
+        _sub(root, "subtitle", feed.subtitle)
+    newest = max((e.updated for e in feed.entries), default=feed.updated)
+    _sub(root, "updated", iso(newest))
+    _sub(root, "link", rel="self", type="application/atom+xml", href=feed.self_url)
+    _sub(root, "link", rel="alternate", type="text/html", href=feed.alternate_url)
+    _person(root, "author", feed.author_name, feed.author_uri)
+    _sub(root, "generator", GENERATOR)
+    if feed.icon:
+        _sub(root, "icon", feed.icon)
+    for entry in feed.entries:
+        item = _sub(root, "entry")
+        _sub(item, "id", entry.id)
+        _sub(item, "title", entry.title)
+        _sub(item, "link", rel="alternate", type="text/html", href=entry.url)
+        _sub(item, "published", iso(entry.published))
+        _sub(item, "updated", iso(entry.updated))
+        _person(item, "author", entry.author_name, entry.author_uri)
+        for term in entry.categories:
+            _sub(item, "category", term=term, label=f"#{term}")
+        for enclosure in entry.enclosures:
+            attrs = {
+                "rel": "enclosure",
+                "type": enclosure.media_type,
+                "length": str(enclosure.length),
+                "href": enclosure.href,
+            }
+            if enclosure.title:
+                attrs["title"] = enclosure.title
+            _sub(item, "link", **attrs)
+        # type="html": the element's text is the HTML, escaped once by the serialiser.
+        content = _sub(item, "content", entry.content_html, type="html")
+        content.set(XML_LANG, _clean(entry.language))
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document
+
+
+def entry_of(
+    urls: Urls, assembly: Assembly, communique: Communique, files: Sequence[Media]
+) -> Entry:
+    url = urls.communique(assembly.handle, communique.public_id)
+    text = plain_text(communique.content_html)
+    # A content warning stands in for the text in the title, as on the page.
+    title = communique.summary or text or "Communiqué"
+    return Entry(
+        id=url,
+        url=url,
+        title=excerpt(title, TITLE_CHARS),
+        published=communique.published_at,
+        updated=communique.updated_at or communique.published_at,
+        author_name=assembly.name,
+        author_uri=urls.actor(assembly.handle),
+        content_html=communique.content_html,
+        language=communique.language,
+        categories=list(communique.hashtags),
+        enclosures=[
+            Enclosure(
+                href=urls.base + media_path(m.file_name),
+                media_type=m.media_type,
+                length=m.size,
+                title=m.alt_text or m.original_name,
+            )
+            for m in files
+        ],
+    )
+
+
+async def _latest(
+    session: AsyncSession, *, assembly_id: int | None, limit: int = FEED_SIZE
+) -> list[tuple[Assembly, Communique]]:
+    """The newest public communiqués, of one assembly or of every approved one."""
+    query = (
+        select(Assembly, Communique)
+        .join(Communique, Communique.assembly_id == Assembly.id)
+        .where(Communique.deleted_at.is_(None), Assembly.status == AssemblyStatus.APPROVED)
+        .order_by(Communique.published_at.desc(), Communique.id.desc())
+        .limit(limit)
+    )
+    if assembly_id is None:
+        query = query.where(Assembly.discoverable.is_(True))
+    else:
+        query = query.where(Assembly.id == assembly_id)
+    return [(row[0], row[1]) for row in (await session.execute(query)).all()]
+
+
+def _ctx(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def atom_response(request: Request, body: bytes) -> Response:
+    """The feed, or 304 when the reader already has this exact version."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=MEDIA_TYPE, headers=headers)
+
+
+async def instance_feed(request: Request) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        info = await instance.load(session, ctx.settings)
+        rows = await _latest(session, assembly_id=None)
+        files = await attachments_of(session, [c.id for _, c in rows])
+    feed = Feed(
+        id=ctx.urls.base + INSTANCE_FEED,
+        title=info.name,
+        subtitle=excerpt(info.description, 500)
+        or "Communiqués of the General Assemblies on " + info.name,
+        self_url=ctx.urls.base + INSTANCE_FEED,
+        alternate_url=ctx.urls.base + "/",
+        author_name=info.name,
+        author_uri=ctx.urls.base + "/",
+        updated=ctx.clock(),
+        entries=[entry_of(ctx.urls, a, c, files.get(c.id, [])) for a, c in rows],
+    )
+    return atom_response(request, build_atom(feed))
+
+
+async def assembly_feed(request: Request) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        # Pending and rejected assemblies are 404, suspended ones 410, as on their pages.
+        assembly = await assemblies.get_public(session, request.path_params["handle"])
+        rows = await _latest(session, assembly_id=assembly.id)
+        files = await attachments_of(session, [c.id for _, c in rows])
+    self_url = assembly_feed_url(ctx.urls, assembly.handle)
+    feed = Feed(
+        id=self_url,
+        title=assembly.name,
+        subtitle=excerpt(assembly.summary, 500),
+        self_url=self_url,
+        alternate_url=ctx.urls.actor(assembly.handle),
+        author_name=assembly.name,
+        author_uri=ctx.urls.actor(assembly.handle),
+        updated=assembly.approved_at or assembly.created_at,
+        icon=absolute_url(ctx.urls, assembly.icon_url),
+        entries=[entry_of(ctx.urls, a, c, files.get(c.id, [])) for a, c in rows],
+    )
+    return atom_response(request, build_atom(feed))
+
+
+routes = [Route(INSTANCE_FEED, instance_feed), Route(ACTOR_FEED, assembly_feed)]

@@ -49,6 +49,7 @@ async def render(
         csrf_token=csrf_token(request),
         flash=flash,
         path=request.url.path,
+        status=status,
         **values,
     )
     response = HTMLResponse(html, status_code=status, headers={"Vary": "Accept, Cookie"})

@@ -13,19 +13,32 @@ backend runs of one test must never present Fedify the same actor URI with anoth
 
 from __future__ import annotations
 
+import io
 import itertools
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 from sqlalchemy import select
+from starlette.datastructures import Headers, UploadFile
 
-from server import communiques, worker
+from server import assemblies, communiques, media, worker
 from server.activitypub import mentions
+from server.config import Settings
 from server.context import Context
-from server.models import Follower, FollowerStatus, InboxActivity, RemoteActor, Reply
+from server.models import (
+    Follower,
+    FollowerStatus,
+    InboxActivity,
+    MediaPurpose,
+    RemoteActor,
+    Reply,
+)
+from tests.conftest import make_settings
 from tests.helpers import approved_assembly, count, post
 from tests.interop.conftest import FedifyPeer
 from tests.support.servers import ServerThread
@@ -36,6 +49,12 @@ PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 AS2 = {"Accept": "application/activity+json"}
 
 _handles = itertools.count(1)
+
+
+@pytest.fixture
+def settings(database_url: str, port: int, tmp_path: Path) -> Settings:
+    """The usual settings, with uploads stored under the test's own directory."""
+    return make_settings(database_url, f"http://127.0.0.1:{port}", media_dir=tmp_path / "media")
 
 
 def fresh_handle(base: str) -> str:
@@ -337,3 +356,77 @@ async def test_mention_reaches_fedify_without_a_follow(
     assert any(t.get("type") == "Mention" and t.get("href") == fedify.actor for t in tags), tags
     cc = note["cc"] if isinstance(note["cc"], list) else [note["cc"]]
     assert fedify.actor in cc
+
+
+async def test_image_attachment_and_content_warning_reach_fedify(
+    ctx: Context, server: ServerThread, fedify: FedifyPeer
+) -> None:
+    """Issue 3: a communiqué with a photo and a content warning, parsed by Fedify's vocab."""
+    handle = fresh_handle("oscargrant")
+    await approved_assembly(ctx, handle)
+    await follow_accepted(ctx, fedify, handle)
+    seq = (await fedify.inbox())["seq"]
+
+    photo = io.BytesIO()
+    Image.new("RGB", (160, 90), (180, 20, 20)).save(photo, "JPEG")
+    photo.seek(0)
+    upload = UploadFile(
+        file=photo, filename="plaza.jpg", headers=Headers({"content-type": "image/jpeg"})
+    )
+    alt = "The plaza at dawn, tents and a banner reading 'We are the 99%'"
+    async with ctx.sessions() as session, session.begin():
+        stored = await media.store_upload(
+            session,
+            ctx.settings,
+            assembly=await assemblies.get(session, handle),
+            upload=upload,
+            purpose=MediaPurpose.ATTACHMENT,
+            alt_text=alt,
+            now=ctx.clock(),
+        )
+        published = await communiques.publish(
+            session,
+            ctx.urls,
+            handle=handle,
+            source="Eviction threatened tonight. #OccupyOakland",
+            summary="police",
+            attachments=[stored],
+            now=ctx.clock(),
+        )
+    url = media.media_url(ctx.urls, stored)
+
+    create = await delivered(ctx, fedify, "Create", seq)
+    assert_http_signature_verified(create, ctx, handle)
+    # What Fedify's parser made of the Note: a Document with our type, URL, alt text and size.
+    assert create["note"] == {
+        "id": published.url,
+        "summary": "police",
+        "sensitive": True,
+        "attachments": [
+            {
+                "type": "Document",
+                "mediaType": "image/jpeg",
+                "url": url,
+                "name": alt,
+                "width": 160,
+                "height": 90,
+            }
+        ],
+    }, create["note"]
+    # And the JSON-LD Fedify writes back out of it keeps them.
+    note = create["json"]["object"]
+    attachment = note["attachment"]
+    attachment = attachment[0] if isinstance(attachment, list) else attachment
+    assert (attachment["type"], attachment["mediaType"], attachment["url"]) == (
+        "Document",
+        "image/jpeg",
+        url,
+    )
+    assert note["summary"] == "police" and note["sensitive"] is True
+    assert (await fedify.inbox())["errors"] == []
+
+    # The file is there for Fedify's users to see, served as the image it is.
+    async with httpx.AsyncClient() as http:
+        got = await http.get(url)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+    assert got.headers["x-content-type-options"] == "nosniff"

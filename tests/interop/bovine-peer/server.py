@@ -135,8 +135,7 @@ class Peer:
             public_key=self.public_pem,
             public_key_name="main-key",
         ).build(visibility=Visibility.OWNER)
-        new_id: Callable[[], str] = lambda: f"{self.actor_id}/objects/{uuid.uuid4()}"  # noqa: E731
-        self.activities_factory = ActivityFactory(self.actor, id_generator=new_id)
+        self.activities_factory = ActivityFactory(self.actor, id_generator=self.new_id)
         self.seq = 0
         self.activities: list[Json] = []
         self.incoming: list[Json] = []
@@ -157,6 +156,10 @@ class Peer:
         self.seq += 1
         return self.seq
 
+    def new_id(self) -> str:
+        """The id of something alice makes; it is served at that URL (``stored_object``)."""
+        return f"{self.actor_id}/objects/{uuid.uuid4()}"
+
     async def start(self) -> None:
         trace = aiohttp.TraceConfig()
         trace.on_request_end.append(self._on_request_end)
@@ -171,7 +174,7 @@ class Peer:
         self.objects_factory = ObjectFactory(
             actor_information=self.actor,
             actor=self.bovine,
-            id_generator=lambda: f"{self.actor_id}/objects/{uuid.uuid4()}",
+            id_generator=self.new_id,
         )
 
     async def stop(self) -> None:
@@ -282,8 +285,12 @@ class Peer:
         body = json.dumps(activity)
         requests = []
         for inbox in dict.fromkeys(inboxes):
-            response = await self.bovine.client.post(inbox, body)
-            text = await response.text()
+            try:
+                response = await self.bovine.client.post(inbox, body)
+                text = await response.text()
+            except aiohttp.ClientError as exc:
+                requests.append({"url": inbox, "status": None, "error": repr(exc)})
+                continue
             requests.append(
                 {
                     "url": inbox,
@@ -291,7 +298,9 @@ class Peer:
                     "responseBody": text[:1000] if response.status >= 400 else None,
                 }
             )
-        delivered = bool(requests) and all(200 <= r["status"] < 300 for r in requests)
+        delivered = bool(requests) and all(
+            r["status"] is not None and 200 <= r["status"] < 300 for r in requests
+        )
         return {"delivered": delivered, "requests": requests}
 
     async def inboxes_of(self, recipients: set[str]) -> list[str]:
@@ -409,7 +418,9 @@ async def control_reply(peer: Peer, body: Json, _query: Any) -> Json:
     original = await peer.fetch(body["inReplyTo"])
     # Addressed to the author, with a Mention of them (fetched again, signed) and the
     # original's audience in cc: bovine's reply_with_mention, made for Mastodon.
-    note = (await peer.objects_factory.reply_with_mention(original, content=body["content"])).build()
+    note = (
+        await peer.objects_factory.reply_with_mention(original, content=body["content"])
+    ).build()
     create = peer.activities_factory.create(note).build()
     peer.remember(note, create)
     result = await peer.deliver(await peer.inboxes_of(recipients(note)), create)
@@ -458,9 +469,7 @@ async def control_like(peer: Peer, body: Json, _query: Any) -> Json:
 async def control_announce(peer: Peer, body: Json, _query: Any) -> Json:
     author = await _author_of(peer, str(body.get("object")))
     announce = (
-        peer.activities_factory.announce(str(body["object"]), cc={author["id"]})
-        .as_public()
-        .build()
+        peer.activities_factory.announce(str(body["object"]), cc={author["id"]}).as_public().build()
     )
     peer.remember(announce)
     result = await peer.deliver([author["inbox"]], announce)
@@ -476,7 +485,7 @@ async def control_send(peer: Peer, body: Json, _query: Any) -> Json:
         raise HttpError(400, f"digest must be one of {sorted(DIGESTS)} or 'unsigned'")
     activity = {
         "@context": "https://www.w3.org/ns/activitystreams",
-        "id": f"{peer.actor_id}/objects/{uuid.uuid4()}",
+        "id": peer.new_id(),
         "actor": peer.actor_id,
         **body["activity"],
     }

@@ -352,6 +352,7 @@ async function recordActivity(ctx, activity, { verified, reason = null }) {
   const entry = {
     seq: nextSeq(),
     receivedAt: new Date().toISOString(),
+    note: await describeNote(ctx, activity),
     type: typeName(activity, store?.bodyJson),
     id: activity.id?.href ?? null,
     actor: activity.actorId?.href ?? null,
@@ -371,6 +372,37 @@ async function recordActivity(ctx, activity, { verified, reason = null }) {
   };
   state.activities.push(entry);
   return entry;
+}
+
+// What Fedify's own vocabulary parser made of a Create/Update's Note: its content
+// warning and its attachments read through the typed accessors (getAttachments(),
+// Document.mediaType, .url, .name, .width, .height), not the raw JSON.
+async function describeNote(ctx, activity) {
+  if (!(activity instanceof Create || activity instanceof Update)) return null;
+  try {
+    const note = await activity.getObject(ctx);
+    if (!(note instanceof Note)) return null;
+    const attachments = [];
+    for await (const a of note.getAttachments(ctx)) {
+      const url = a.url;
+      attachments.push({
+        type: a.constructor?.name ?? null,
+        mediaType: a.mediaType ?? null,
+        url: url instanceof URL ? url.href : url?.href?.href ?? null,
+        name: a.name?.toString() ?? null,
+        width: a.width ?? null,
+        height: a.height ?? null,
+      });
+    }
+    return {
+      id: note.id?.href ?? null,
+      summary: note.summary?.toString() ?? null,
+      sensitive: note.sensitive ?? null,
+      attachments,
+    };
+  } catch (error) {
+    return { error: String(error?.message ?? error) };
+  }
 }
 
 function listener(handler) {
