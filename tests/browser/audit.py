@@ -1,11 +1,12 @@
 """Auditing one page: screenshots at two widths, the CSP it is served with, and axe-core.
 
-Each page is opened twice. First in an ordinary browser context, as a visitor sees it: the
-Content-Security-Policy is enforced, so a violation (an inline script or style slipping
-in) shows on the console; uncaught script errors, broken sub-resources and POST forms
-whose csrf_token is empty (the server would refuse them) are collected too, and the
-screenshots are taken there. Then in a context that bypasses the CSP, only
-so that axe.min.js can be injected and run (our CSP rightly forbids it) at both widths.
+Each page is opened twice. First in an ordinary browser context, as a visitor sees it:
+the Content-Security-Policy is enforced, so a violation (an inline script or style
+slipping in) shows on the console. Uncaught script errors, broken sub-resources, POST
+forms whose csrf_token is empty (the server would refuse them) and pages wider than the
+window are collected there too, and the screenshots are taken there. Then in a context
+that bypasses the CSP, only so that axe.min.js can be injected and run (our CSP rightly
+forbids it), at both widths.
 
 Only serious and critical axe violations fail a test; every violation is written to
 ``artifacts/axe/<page>.json`` for the record.

@@ -7,9 +7,10 @@ public pages show it, both Atom feeds carry it, and the follower's server receiv
 Create with the image attached and the hashtag tagged.
 
 Every page is screenshotted at desktop and phone widths (artifacts/screenshots/) and
-checked: no serious or critical axe-core violation, no CSP violation, no script error,
-no broken image or stylesheet. Refusals a visitor can meet are checked as a browser
-meets them: the right status and a clear message on the page.
+checked: no serious or critical axe-core violation, no CSP violation, no script error, no
+broken image or stylesheet, no POST form without its CSRF token, no sideways scrolling.
+Refusals a visitor can meet are checked as a browser meets them: the right status and a
+clear message on the page.
 
 The journey is two module fixtures, ``people`` (up to the approved, followed assembly)
 and ``published`` (the communiqué), each step asserting its outcome, so that a broken
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import gc
 import io
-import os
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +64,8 @@ Role = str  # "anonymous", "facilitator" or "admin"
 def png(width: int = 96, height: int = 64, *, noise: bool = False) -> bytes:
     """A real PNG (noise makes it incompressible, hence as large as its pixels)."""
     if noise:
-        image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+        pixels = random.Random(width * height).randbytes(width * height * 3)
+        image = Image.frombytes("RGB", (width, height), pixels)
     else:
         image = Image.new("RGB", (width, height), (200, 40, 40))
     out = io.BytesIO()
@@ -388,6 +390,10 @@ ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
     "followers": ("facilitator", goto(f"/manage/{HANDLE}/followers")),
     "settings": ("facilitator", goto(f"/manage/{HANDLE}/settings")),
     "facilitators": ("facilitator", goto(f"/manage/{HANDLE}/facilitators")),
+    "timeline": ("facilitator", goto(f"/manage/{HANDLE}/timeline")),
+    "following": ("facilitator", goto(f"/manage/{HANDLE}/following")),
+    "letters": ("facilitator", goto(f"/manage/{HANDLE}/letters")),
+    "letter-new": ("facilitator", goto(f"/manage/{HANDLE}/letters/new")),
     "admin": ("admin", goto("/admin")),
     "admin-assemblies": ("admin", goto("/admin/assemblies")),
     "admin-accounts": ("admin", goto("/admin/accounts")),
