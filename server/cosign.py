@@ -80,6 +80,12 @@ async def cosign(
     author: RemoteActor = await fetch_actor(session, ctx, target.author_uri)
     if target.note is not None:
         await store_post(session, target.note, actor_uri=target.author_uri, now=now)
+    # The author's followers are addressed too: the author's server forwards the Announce
+    # to them (we cannot know who they are), so they see who co-signed.
+    author_followers = id_of(author.document.get("followers"))
+    cc = [ctx.urls.followers(assembly.handle), target.author_uri]
+    if author_followers:
+        cc.append(author_followers)
     activity = await activities.record(
         session,
         ctx.urls,
@@ -87,7 +93,7 @@ async def cosign(
         activity_type="Announce",
         obj=target.note_id,
         to=[PUBLIC],
-        cc=[ctx.urls.followers(assembly.handle), target.author_uri],
+        cc=cc,
         public=True,
         now=now,
     )

@@ -245,7 +245,7 @@ async def thread(
     query = (
         select(Letter)
         .where(Letter.assembly_id == assembly.id, Letter.thread == thread_uri)
-        .order_by(Letter.published_at, Letter.id)
+        .order_by(Letter.id)  # arrival order: remote times have only seconds
     )
     found = list((await session.scalars(query)).all())
     if now is not None:

@@ -18,11 +18,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assemblies, communiques, instance, moderation
-from server.activitypub import delivery
+from server import (
+    assemblies,
+    communiques,
+    cosign,
+    following,
+    instance,
+    letters,
+    moderation,
+    timeline,
+)
+from server.activitypub import delivery, forwarding
 from server.activitypub.actors import (
     ResolvedKey,
     fetch_actor,
+    fetch_document,
     forget_actor,
     parse_actor,
     resolve_key,
@@ -74,6 +84,8 @@ class Incoming:
     activity: Doc  # normalised
     actor_uri: str
     inbox_assembly: Assembly | None  # None for the shared inbox
+    raw: Doc | None = None  # the activity as it arrived (for forwarding)
+    prefetched: Doc | None = None  # an Announce's object, fetched before the transaction
 
 
 Handler = Callable[[Incoming], Awaitable[bool]]  # returns False when the activity was ignored
@@ -173,8 +185,35 @@ async def authenticate(
     return Signed(raw, actor_uri, fetched.owner_uri, fetched)
 
 
+async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
+    """An Announce's object, fetched from its origin before the write transaction opens,
+    when an assembly of ours follows the announcer (the object goes on its timeline). The
+    embedded copy, if any, is never trusted: the object's own server is asked."""
+    raw = signed.raw
+    if raw.get("type") != "Announce" or signed.owner_uri != signed.actor_uri:
+        return None
+    object_id = id_of(raw.get("object"))
+    if not object_id or ctx.urls.is_local(object_id):
+        return None
+    async with ctx.sessions() as session:
+        if not await following.assemblies_following(session, signed.actor_uri):
+            return None
+        if await delivery.blocking_domain(session, object_id) is not None:
+            return None
+    try:
+        return await fetch_document(ctx, object_id)
+    except RemoteError as exc:
+        log.info("announced object %s not fetched: %s", object_id[:200], exc.message)
+        return None
+
+
 async def receive(
-    ctx: Context, session: AsyncSession, signed: Signed, *, inbox_handle: str | None
+    ctx: Context,
+    session: AsyncSession,
+    signed: Signed,
+    *,
+    inbox_handle: str | None,
+    prefetched: Doc | None = None,
 ) -> Received:
     """Handle an authenticated activity inside the caller's transaction (no network I/O
     unless a handler needs an actor we have not cached); the caller commits on success."""
@@ -207,7 +246,9 @@ async def receive(
     handler = HANDLERS.get(activity_type)
     handled = False
     if handler is not None:
-        handled = await handler(Incoming(ctx, session, activity, actor_uri, inbox_assembly))
+        handled = await handler(
+            Incoming(ctx, session, activity, actor_uri, inbox_assembly, raw, prefetched)
+        )
     session.add(
         InboxActivity(
             uri=activity_id,
@@ -299,8 +340,12 @@ async def handle_undo(incoming: Incoming) -> bool:
     if isinstance(obj, dict):
         if id_of(obj.get("actor")) not in {None, incoming.actor_uri}:
             raise Forbidden("cannot undo another actor's activity")
+        if inner_type == "Announce" and object_id:
+            return await cosign.undo_share(
+                session, announce_uri=object_id, actor_uri=incoming.actor_uri
+            )
         if inner_type not in {None, "Follow"}:
-            return False  # Undo of a Like or Announce: nothing of ours to change
+            return False  # Undo of a Like: nothing of ours to change
     query = select(Follower).join(RemoteActor).where(RemoteActor.uri == incoming.actor_uri)
     if isinstance(obj, dict) and inner_type == "Follow" and id_of(obj.get("object")):
         target = await _local_assembly(incoming, id_of(obj.get("object")))
@@ -313,6 +358,11 @@ async def handle_undo(incoming: Incoming) -> bool:
     for row in rows:
         await session.delete(row)
     await session.flush()
+    if not rows and object_id and not isinstance(obj, dict):
+        # Undo naming its object by id only: it may be an Announce (a withdrawn co-signature).
+        return await cosign.undo_share(
+            session, announce_uri=object_id, actor_uri=incoming.actor_uri
+        )
     return bool(rows)
 
 
@@ -375,10 +425,27 @@ def _content_of(note: Doc) -> str:
 
 @handles("Create")
 async def handle_create(incoming: Incoming) -> bool:
-    """Replies to our communiqués are kept, sanitised, linked to the communiqué."""
+    """A Note: a reply to one of our communiqués (kept, linked), a letter or mention for an
+    assembly's correspondence, and/or a post for the timelines of assemblies that follow
+    its author."""
     note = _note_of(incoming)
     if note is None:
         return False
+    ctx, session, now = incoming.ctx, incoming.session, incoming.ctx.clock()
+    reply = await _store_reply(incoming, note)
+    letter = await letters.receive(session, ctx, note, actor_uri=incoming.actor_uri, now=now)
+    posted = await timeline.on_create(
+        session,
+        note,
+        actor_uri=incoming.actor_uri,
+        activity_uri=str(incoming.activity["id"]),
+        now=now,
+    )
+    return reply or letter or posted
+
+
+async def _store_reply(incoming: Incoming, note: Doc) -> bool:
+    """A reply to one of our communiqués, kept sanitised and linked to it."""
     in_reply_to = id_of(note.get("inReplyTo"))
     if not in_reply_to or not incoming.ctx.urls.is_local(in_reply_to):
         return False
@@ -418,13 +485,16 @@ async def handle_delete(incoming: Incoming) -> bool:
         return await forget_actor(incoming.session, incoming.actor_uri)
     if not object_id:
         return False
+    posted = await timeline.on_delete(
+        incoming.session, object_id, actor_uri=incoming.actor_uri, now=incoming.ctx.clock()
+    )
     reply = (
         await incoming.session.scalars(
             select(Reply).where(Reply.uri == object_id, Reply.actor_uri == incoming.actor_uri)
         )
     ).first()
     if reply is None:
-        return False
+        return posted
     await incoming.session.delete(reply)
     await incoming.session.flush()
     return True
@@ -434,13 +504,16 @@ async def handle_delete(incoming: Incoming) -> bool:
 async def handle_update(incoming: Incoming) -> bool:
     note = _note_of(incoming)
     if note is not None:
+        posted = await timeline.on_update(
+            incoming.session, note, actor_uri=incoming.actor_uri, now=incoming.ctx.clock()
+        )
         reply = (
             await incoming.session.scalars(
                 select(Reply).where(Reply.uri == note["id"], Reply.actor_uri == incoming.actor_uri)
             )
         ).first()
         if reply is None:
-            return False
+            return posted
         reply.content_html = _content_of(note)
         reply.document = note
         reply.updated_at = _parse_time(note.get("updated")) or incoming.ctx.clock()
@@ -460,3 +533,75 @@ async def handle_update(incoming: Incoming) -> bool:
         return False
     await store_actor(incoming.session, incoming.ctx, obj)
     return True
+
+
+def _follow_id(incoming: Incoming) -> str | None:
+    obj = incoming.activity.get("object")
+    if isinstance(obj, dict) and obj.get("type") not in {None, "Follow"}:
+        return None
+    return id_of(obj)
+
+
+@handles("Accept")
+async def handle_accept(incoming: Incoming) -> bool:
+    """An answer to one of our Follows; only the followed actor's answer counts."""
+    follow_uri = _follow_id(incoming)
+    if not follow_uri:
+        return False
+    return await following.answered(
+        incoming.session,
+        follow_uri=follow_uri,
+        actor_uri=incoming.actor_uri,
+        accepted=True,
+        now=incoming.ctx.clock(),
+    )
+
+
+@handles("Reject")
+async def handle_reject(incoming: Incoming) -> bool:
+    follow_uri = _follow_id(incoming)
+    if not follow_uri:
+        return False
+    return await following.answered(
+        incoming.session,
+        follow_uri=follow_uri,
+        actor_uri=incoming.actor_uri,
+        accepted=False,
+        now=incoming.ctx.clock(),
+    )
+
+
+@handles("Announce")
+async def handle_announce(incoming: Incoming) -> bool:
+    """A co-signature of one of our communiqués (a Share, forwarded to the author's
+    followers when the Announce addresses them), or a boost by an actor our assemblies
+    follow (onto their timelines)."""
+    ctx, session, activity = incoming.ctx, incoming.session, incoming.activity
+    object_id = id_of(activity.get("object"))
+    if not object_id:
+        return False
+    now = ctx.clock()
+    if ctx.urls.is_local(object_id):
+        await fetch_actor(session, ctx, incoming.actor_uri)  # its name, for the co-signers
+        shared = await cosign.record_share(
+            session, ctx, announce=activity, actor_uri=incoming.actor_uri, now=now
+        )
+        if shared and incoming.raw is not None:
+            await forwarding.forward_to_followers(
+                session, ctx, activity=activity, raw=incoming.raw, object_uri=object_id, now=now
+            )
+        return shared
+    note = incoming.prefetched
+    if note is None or id_of(note.get("id")) != object_id:
+        return False
+    author = id_of(note.get("attributedTo"))
+    if not author or not same_origin(author, object_id):
+        return False
+    return await timeline.on_announce(
+        session,
+        note,
+        author_uri=author,
+        announcer_uri=incoming.actor_uri,
+        activity_uri=str(activity["id"]),
+        now=now,
+    )

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import assemblies, communiques, urls
+from server import assemblies, communiques, cosign, following, urls
 from server.activitypub import inbox
 from server.activitypub.negotiation import wants_activity_json
 from server.activitypub.vocab import (
@@ -150,10 +150,13 @@ async def post_inbox(request: Request) -> Response:
         body=body,
         inbox_handle=handle,
     )
+    prefetched = await inbox.prefetch(ctx, signed)
     async with ctx.sessions() as session:
         try:
             async with session.begin():
-                result = await inbox.receive(ctx, session, signed, inbox_handle=handle)
+                result = await inbox.receive(
+                    ctx, session, signed, inbox_handle=handle, prefetched=prefetched
+                )
         except IntegrityError:
             # The same activity arrived twice at once; the other request stored it.
             activity_id = signed.raw.get("id")
@@ -253,8 +256,35 @@ async def followers(request: Request) -> Response:
     return _paged(ctx.urls.followers(assembly.handle), total, page, items, request)
 
 
+async def following_collection(request: Request) -> Response:
+    """The actors an assembly follows (accepted follows only)."""
+    ctx = _ctx(request)
+    page = _page_number(request)
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, request.path_params["handle"])
+        targets = await following.accepted_targets(session, assembly.id)
+    items = targets[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
+    return _paged(ctx.urls.following(assembly.handle), len(targets), page, items, request)
+
+
+async def shares_collection(request: Request) -> Response:
+    """The Announces of a communiqué (co-signatures among them), as Mastodon lists shares."""
+    ctx = _ctx(request)
+    handle, public_id = request.path_params["handle"], request.path_params["public_id"]
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get_public(session, handle)
+        assembly, item = await communiques.get(session, assembly.handle, public_id)
+        if item.deleted_at is not None:
+            raise Gone("this communiqué was deleted")
+        shares = [share.announce_uri for share in await cosign.shares_of(session, item.id)]
+    page = _page_number(request)
+    items = shares[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
+    collection_id = ctx.urls.shares(assembly.handle, item.public_id)
+    return _paged(collection_id, len(shares), page, items, request)
+
+
 async def empty_collection(request: Request) -> Response:
-    """following and featured: real collections, empty until assemblies follow and pin."""
+    """featured: a real collection, empty until assemblies pin communiqués."""
     ctx = _ctx(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
@@ -312,8 +342,9 @@ routes = [
     Route(urls.ACTOR_INBOX, post_inbox, methods=["POST"]),
     Route(urls.ACTOR_OUTBOX, outbox),
     Route(urls.ACTOR_FOLLOWERS, followers),
-    Route(urls.ACTOR_FOLLOWING, empty_collection),
+    Route(urls.ACTOR_FOLLOWING, following_collection),
     Route(urls.ACTOR_FEATURED, empty_collection),
     Route(urls.COMMUNIQUE, communique),
+    Route(urls.COMMUNIQUE_SHARES, shares_collection),
     Route(urls.ACTIVITY, activity),
 ]

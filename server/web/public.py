@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import assemblies, communiques, instance
+from server import assemblies, communiques, cosign, instance
 from server.content import plain_to_html
 from server.context import Context
 from server.errors import BadRequest, NotFound
@@ -411,6 +411,9 @@ async def communique_page(request: Request, assembly: Assembly, item: Communique
     async with ctx.sessions() as session:
         replies = await communiques.replies_of(session, item.id)
         authors = await reply_authors(session, [r.actor_uri for r in replies])
+        # Co-signers are the assemblies (Group actors) that announced it; other boosts are
+        # counted in the shares collection but not listed as signatures.
+        cosigners = [s for s in await cosign.shares_of(session, item.id) if s.actor_type == "Group"]
         files = (await attachments_of(session, [item.id])).get(item.id, [])
         member = user is not None and await is_member(
             session, assembly_id=assembly.id, user_id=user.id
@@ -433,6 +436,7 @@ async def communique_page(request: Request, assembly: Assembly, item: Communique
         communique=item,
         replies=replies,
         reply_authors=authors,
+        cosigners=cosigners,
         attachments={item.id: files},
         acct=f"@{assembly.handle}@{ctx.urls.host}",
         icon=absolute_url(ctx.urls, assembly.icon_url),

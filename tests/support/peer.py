@@ -278,8 +278,26 @@ class Peer:
         actor = (doc or {}).get("actor")
         actor = actor.get("id") if isinstance(actor, dict) else actor
         if actor != owner:
+            # A forwarded activity (signed by the forwarder): trusted only if its origin
+            # serves the same activity at its id, as Pleroma and Akkoma check.
+            if doc is not None and await self._same_at_origin(doc):
+                return True, f"forwarded by {owner}; confirmed at its origin"
             return False, f"activity actor {actor!r} is not the key owner {owner!r}"
         return True, "ok"
+
+    async def _same_at_origin(self, doc: dict[str, Any]) -> bool:
+        activity_id = doc.get("id")
+        if not isinstance(activity_id, str):
+            return False
+        assert self._http is not None, "peer app runs without lifespan"
+        try:
+            resp = await self._http.get(activity_id, headers={"Accept": AP_JSON})
+            fetched = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return False
+        if not isinstance(fetched, dict):
+            return False
+        return all(fetched.get(k) == doc.get(k) for k in ("id", "type", "actor", "object"))
 
     async def _key(self, key_id: str, *, refresh: bool) -> tuple[str, str]:
         if refresh or key_id not in self.key_cache:

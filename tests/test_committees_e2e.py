@@ -1,0 +1,239 @@
+"""Acceptance for committees of correspondence: two InterOcc instances, A and B, each with
+its own database and its own uvicorn server on loopback, plus a Mastodon-like test peer.
+
+The workers are driven by hand (``worker.run_once``) so each hop is visible: A's Follow
+reaches B, B's Accept reaches A, B's Create reaches A's timeline, and so on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from server import cosign, following, letters, worker
+from server.app import create_app
+from server.context import Context, create_context
+from server.models import (
+    Following,
+    FollowStatus,
+    Letter,
+    Share,
+    TimelineEntry,
+)
+from tests.conftest import _counter, _pg_admin, _pg_url, make_settings
+from tests.helpers import approved_assembly, count, post
+from tests.support.peer import Peer
+from tests.support.servers import ServerThread, free_port
+
+pytestmark = pytest.mark.e2e
+
+COMMUNIQUE = (
+    "The **General Assembly of Plaza del Sol** calls on every assembly to meet on Sunday. #InterOcc"
+)
+
+
+@pytest.fixture
+def second_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """Instance B's own database, migrated like the first."""
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "instance-b.sqlite3"
+        shutil.copy(template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    name = f"interocc_b_{os.getpid()}_{next(_counter)}"
+    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
+    yield _pg_url(name)
+    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def port_b() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def ctx_b(second_database_url: str, port_b: int) -> AsyncIterator[Context]:
+    context = await create_context(make_settings(second_database_url, f"http://127.0.0.1:{port_b}"))
+    yield context
+    await context.aclose()
+
+
+@pytest.fixture
+def server_b(ctx_b: Context, port_b: int) -> Iterator[ServerThread]:
+    thread = ServerThread(create_app(ctx_b.settings), port=port_b).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    with Peer(name="mastodon") as p:
+        yield p
+
+
+async def drain(*contexts: Context) -> None:
+    """Run the workers until no instance has anything left to deliver."""
+    for _ in range(10):
+        sent = 0
+        for context in contexts:
+            sent += await worker.run_once(context)
+        if not sent:
+            return
+    raise AssertionError("deliveries did not settle")
+
+
+async def a_follows_b(ctx: Context, ctx_b: Context) -> None:
+    target = f"@plaza@{ctx_b.urls.host}"
+    await following.prefetch(ctx, target)
+    async with ctx.sessions() as session, session.begin():
+        await following.follow(session, ctx, handle="sol", target=target, now=ctx.clock())
+    await drain(ctx, ctx_b)
+
+
+async def test_follow_timeline_cosign_and_forwarding(
+    ctx: Context, server: ServerThread, ctx_b: Context, server_b: ServerThread, peer: Peer
+) -> None:
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    await approved_assembly(ctx_b, "plaza", name="Liberty Plaza General Assembly")
+    carol = peer.add_actor("carol")  # follows B only
+    await peer.follow(carol, f"plaza@{ctx_b.urls.host}")
+    await drain(ctx_b)
+
+    # A follows B by handle; B accepts.
+    await a_follows_b(ctx, ctx_b)
+    async with ctx.sessions() as session:
+        row = (await session.scalars(select(Following))).one()
+    assert row.status == FollowStatus.ACCEPTED
+    assert row.target_uri == ctx_b.urls.actor("plaza")
+    async with httpx.AsyncClient() as http:
+        response = await http.get(
+            ctx.urls.following("sol") + "?page=1", headers={"Accept": "application/activity+json"}
+        )
+    assert response.json()["orderedItems"] == [ctx_b.urls.actor("plaza")]
+
+    # B posts; A's timeline shows it.
+    published = await post(ctx_b, "plaza", COMMUNIQUE)
+    await drain(ctx_b, ctx)
+    assert await count(ctx, TimelineEntry) == 1
+    async with ctx.sessions() as session:
+        from server import timeline
+
+        ((entry, shown),) = await timeline.entries(session, 1)
+    assert shown.uri == published.url
+    assert "<strong>General Assembly of Plaza del Sol</strong>" in shown.content_html
+
+    # A co-signs; B's page lists A; B's followers on the peer receive A's Announce.
+    target = await cosign.find_target(ctx, published.url)
+    async with ctx.sessions() as session, session.begin():
+        announce = await cosign.cosign(session, ctx, handle="sol", target=target, now=ctx.clock())
+    await drain(ctx, ctx_b)
+    async with ctx_b.sessions() as session:
+        share = (await session.scalars(select(Share))).one()
+    assert share.actor_uri == ctx.urls.actor("sol")
+    assert share.announce_uri == announce.uri
+    assert share.actor_name == "Asamblea de Sol" and share.actor_type == "Group"
+    async with httpx.AsyncClient() as http:
+        page = await http.get(published.url, headers={"Accept": "text/html"})
+        shares = await http.get(
+            published.url + "/shares?page=1", headers={"Accept": "application/activity+json"}
+        )
+    assert "Asamblea de Sol" in page.text
+    assert shares.json()["orderedItems"] == [announce.uri]
+    forwarded = [r for r in peer.received if r.json and r.json.get("type") == "Announce"]
+    assert len(forwarded) == 1, [(r.status, r.reason) for r in peer.received]
+    assert forwarded[0].verified, forwarded[0].reason
+    assert forwarded[0].json is not None
+    assert forwarded[0].json["actor"] == ctx.urls.actor("sol")
+    assert forwarded[0].json["object"] == published.url
+    assert "forwarded by" in forwarded[0].reason
+
+    # A cannot co-sign twice.
+    async with ctx.sessions() as session, session.begin():
+        with pytest.raises(Exception, match="already co-signed"):
+            await cosign.cosign(session, ctx, handle="sol", target=target, now=ctx.clock())
+
+
+async def test_correspondence_threads_on_both_sides_and_stays_private(
+    ctx: Context, server: ServerThread, ctx_b: Context, server_b: ServerThread, peer: Peer
+) -> None:
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    await approved_assembly(ctx_b, "plaza", name="Liberty Plaza General Assembly")
+    carol = peer.add_actor("carol")
+    await peer.follow(carol, f"plaza@{ctx_b.urls.host}")
+    await peer.follow(carol, f"sol@{ctx.urls.host}")
+    await drain(ctx, ctx_b)
+
+    # A writes to B.
+    to_b = f"@plaza@{ctx_b.urls.host}"
+    await following.prefetch(ctx, to_b)
+    async with ctx.sessions() as session, session.begin():
+        first = await letters.write(
+            session,
+            ctx,
+            handle="sol",
+            recipients=[to_b],
+            source="Can your working group on housing meet ours on Thursday?",
+            now=ctx.clock(),
+        )
+    await drain(ctx, ctx_b)
+    async with ctx_b.sessions() as session:
+        received = (await session.scalars(select(Letter))).one()
+    assert received.uri == first.uri and not received.outgoing
+    assert received.actor_uri == ctx.urls.actor("sol")
+    assert "housing" in received.content_html
+
+    # B answers; the thread is intact on both sides.
+    async with ctx_b.sessions() as session, session.begin():
+        answer = await letters.write(
+            session,
+            ctx_b,
+            handle="plaza",
+            recipients=[],
+            source="Yes: Thursday at 7pm, in the library tent.",
+            in_reply_to=received.uri,
+            now=ctx_b.clock(),
+        )
+    await drain(ctx_b, ctx)
+    for context, handle in ((ctx, "sol"), (ctx_b, "plaza")):
+        async with context.sessions() as session:
+            from server import assemblies
+
+            assembly = await assemblies.get(session, handle)
+            thread = await letters.thread(session, assembly, first.uri)
+        assert [letter.uri for letter in thread] == [first.uri, answer.uri]
+        assert thread[1].in_reply_to == first.uri
+
+    # Neither letter is public: not in outboxes, not on pages, not sent to followers.
+    async with httpx.AsyncClient() as http:
+        for context, handle in ((ctx, "sol"), (ctx_b, "plaza")):
+            outbox = await http.get(
+                context.urls.outbox(handle) + "?page=1",
+                headers={"Accept": "application/activity+json"},
+            )
+            assert outbox.json()["orderedItems"] == []
+            page = await http.get(context.urls.actor(handle), headers={"Accept": "text/html"})
+            assert "housing" not in page.text and "library tent" not in page.text
+            feed = await http.get(context.urls.actor(handle) + "/feed.atom")
+            assert "housing" not in feed.text and "library tent" not in feed.text
+            for path in (first.uri, answer.uri):
+                letter_page = await http.get(path, headers={"Accept": "text/html"})
+                assert letter_page.status_code == 404
+    creates = [r for r in peer.received if r.json and r.json.get("type") == "Create"]
+    assert creates == []
+    # Addressed to the recipient alone, with a Mention tag: a direct message to Mastodon.
+    note = first.document
+    assert note["to"] == [ctx_b.urls.actor("plaza")] and note["cc"] == []
+    assert note["tag"] == [
+        {"type": "Mention", "href": ctx_b.urls.actor("plaza"), "name": "@plaza@127.0.0.1"}
+    ]
