@@ -24,6 +24,7 @@ async def record(
     public: bool,
     now: datetime,
     communique_id: int | None = None,
+    context: list[Any] | None = None,
 ) -> Activity:
     public_id = new_public_id()
     uri = urls.activity(public_id)
@@ -35,6 +36,7 @@ async def record(
         to=to,
         cc=cc,
         published=now,
+        context=context,
     )
     activity = Activity(
         public_id=public_id,

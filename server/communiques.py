@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies
+from server import activities, assemblies, ratification
 from server.activitypub import delivery
 from server.activitypub.mentions import Mention
-from server.activitypub.vocab import PUBLIC, build_attachment, build_note, build_tombstone
+from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
 from server.content import render_markdown
 from server.errors import BadRequest, Gone, NotFound
 from server.media import media_url
@@ -140,12 +140,27 @@ def note_document(
         summary=communique.summary,
         attachments=[attachment_document(urls, m) for m in attachments],
     )
+    note["shares"] = urls.shares(assembly.handle, communique.public_id)
+    if communique.ratification:
+        # Readable for every fediverse app, structured for another InterOcc.
+        record = communique.ratification
+        note["content"] += ratification.readable_html(record)
+        note["contentMap"] = {communique.language: note["content"]}
+        note["ratification"] = ratification.to_document(record)
     # Mentioned actors are addressed too (Mastodon notifies them only when they are).
     note["tag"] += [
         {"type": "Mention", "href": m["href"], "name": m["name"]} for m in communique.mentions
     ]
     note["cc"] += [m["href"] for m in communique.mentions]
     return note
+
+
+def context_of(urls: Urls, document: dict[str, Any]) -> list[Any]:
+    """The @context for a document that is or carries a Note: with the interocc context
+    when it uses interocc terms (only then, so other software has nothing more to load)."""
+    if "ratification" in document or "ratification" in (document.get("object") or {}):
+        return [*CONTEXT, urls.base + ratification.CONTEXT_PATH]
+    return list(CONTEXT)
 
 
 async def note_of(
@@ -218,6 +233,7 @@ async def _send(
         public=True,
         now=now,
         communique_id=communique.id,
+        context=context_of(urls, obj),
     )
     inboxes = await delivery.follower_inboxes(session, assembly.id)
     inboxes += [m["inbox"] for m in communique.mentions] + list(extra_inboxes)
@@ -241,6 +257,7 @@ async def publish(
     mentions: Sequence[Mention] = (),
     summary: str | None = None,
     attachments: Sequence[Media] = (),
+    decision: dict[str, Any] | None = None,
 ) -> Published:
     """A new communiqué, its Create{Note} and one delivery per follower inbox.
 
@@ -263,6 +280,7 @@ async def publish(
         summary=_check_summary(summary),
         hashtags=rendered.hashtags,
         mentions=_mention_rows(mentions),
+        ratification=decision,
         published_at=now,
     )
     session.add(communique)

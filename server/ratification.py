@@ -69,11 +69,12 @@ def _minutes(raw: object) -> str | None:
 
 
 def validate(values: dict[str, Any]) -> Record | None:
-    """A record from form-like values; None when nothing was filled in.
+    """A record from form-like values (decided_on, decided_at, process, threshold_percent,
+    votes_for, votes_against, abstentions, blocks, minutes); None when nothing was filled in.
 
     Raises BadRequest naming the field at fault.
     """
-    filled = any(str(values.get(k) or "").strip() for k in ("decided_on", "place", *COUNTS))
+    filled = any(str(values.get(k) or "").strip() for k in ("decided_on", "decided_at", *COUNTS))
     if not filled and not str(values.get("minutes") or "").strip():
         return None
     raw_date = str(values.get("decided_on") or "").strip()
@@ -83,9 +84,9 @@ def validate(values: dict[str, Any]) -> Record | None:
         raise BadRequest(
             "give the date of the assembly as YYYY-MM-DD", field="decided_on"
         ) from None
-    place = " ".join(str(values.get("place") or "").split())
+    place = " ".join(str(values.get("decided_at") or "").split())
     if len(place) > MAX_PLACE:
-        raise BadRequest(f"the place is at most {MAX_PLACE} characters", field="place")
+        raise BadRequest(f"the place is at most {MAX_PLACE} characters", field="decided_at")
     process = str(values.get("process") or "").strip()
     if process not in PROCESSES:
         raise BadRequest("choose consensus, modified consensus or majority", field="process")
@@ -140,7 +141,7 @@ def from_remote(node: object) -> Record | None:
         minutes = minutes.get("id")
     values = {
         "decided_on": node.get("decidedOn"),
-        "place": node.get("decidedAt") if isinstance(node.get("decidedAt"), str) else "",
+        "decided_at": node.get("decidedAt") if isinstance(node.get("decidedAt"), str) else "",
         "process": _BY_TERM.get(str(node.get("process") or "").rsplit("#", 1)[-1], ""),
         "threshold_percent": node.get("thresholdPercent"),
         "minutes": minutes if isinstance(minutes, str) else None,

@@ -17,7 +17,16 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server import cosign, following, letters, worker
+from server import (
+    assemblies,
+    communiques,
+    cosign,
+    following,
+    letters,
+    ratification,
+    timeline,
+    worker,
+)
 from server.app import create_app
 from server.context import Context, create_context
 from server.models import (
@@ -207,8 +216,6 @@ async def test_correspondence_threads_on_both_sides_and_stays_private(
     await drain(ctx_b, ctx)
     for context, handle in ((ctx, "sol"), (ctx_b, "plaza")):
         async with context.sessions() as session:
-            from server import assemblies
-
             assembly = await assemblies.get(session, handle)
             thread = await letters.thread(session, assembly, first.uri)
         assert [letter.uri for letter in thread] == [first.uri, answer.uri]
@@ -237,3 +244,70 @@ async def test_correspondence_threads_on_both_sides_and_stays_private(
     assert note["tag"] == [
         {"type": "Mention", "href": ctx_b.urls.actor("plaza"), "name": "@plaza@127.0.0.1"}
     ]
+
+
+async def test_ratification_record_travels_as_data_and_as_text(
+    ctx: Context, server: ServerThread, ctx_b: Context, server_b: ServerThread, peer: Peer
+) -> None:
+
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    await approved_assembly(ctx_b, "plaza", name="Liberty Plaza General Assembly")
+    dave = peer.add_actor("dave")
+    await peer.follow(dave, f"sol@{ctx.urls.host}")
+    target = f"@sol@{ctx.urls.host}"
+    await following.prefetch(ctx_b, target)
+    async with ctx_b.sessions() as session, session.begin():
+        await following.follow(session, ctx_b, handle="plaza", target=target, now=ctx_b.clock())
+    await drain(ctx_b, ctx)
+
+    decision = ratification.validate(
+        {
+            "decided_on": "2011-05-20",
+            "decided_at": "Puerta del Sol",
+            "process": "modified-consensus",
+            "threshold_percent": "90",
+            "votes_for": "412",
+            "votes_against": "7",
+            "abstentions": "30",
+            "blocks": "0",
+            "minutes": "https://actas.example/20-mayo",
+        }
+    )
+    async with ctx.sessions() as session, session.begin():
+        published = await communiques.publish(
+            session,
+            ctx.urls,
+            handle="sol",
+            source="We endorse the call for a global day of action on 15 October.",
+            now=ctx.clock(),
+            decision=decision,
+        )
+    await drain(ctx, ctx_b)
+
+    # B: structured data, read through the interocc context it has bundled.
+    async with ctx_b.sessions() as session:
+        plaza = await assemblies.get(session, "plaza")
+        ((_entry, shown),) = await timeline.entries(session, plaza.id)
+    assert shown.uri == published.url
+    assert ratification.from_remote(shown.document.get("ratification")) == decision
+
+    # The peer (Mastodon-like, no interocc terms): readable text in the content.
+    creates = [r.json for r in peer.received if r.json and r.json.get("type") == "Create"]
+    assert len(creates) == 1
+    create = creates[0]
+    assert create["@context"][-1] == ctx.urls.base + "/ns/interocc/v1"
+    content = create["object"]["content"]
+    assert (
+        "Decided by modified consensus (90% threshold) on 20 May 2011 at Puerta del Sol" in content
+    )
+    assert "412 for, 7 against, 30 abstaining, 0 blocking." in content
+    assert create["object"]["contentMap"] == {"en": content}
+    assert create["object"]["ratification"]["votesFor"] == 412
+
+    # Our own page shows the record as such, and the Note served at its URL carries it.
+    async with httpx.AsyncClient() as http:
+        page = await http.get(published.url, headers={"Accept": "text/html"})
+        note = await http.get(published.url, headers={"Accept": "application/activity+json"})
+    assert "Decided by modified consensus" in page.text
+    assert note.json()["ratification"]["process"] == "ModifiedConsensus"
+    assert note.json()["@context"][-1] == ctx.urls.base + "/ns/interocc/v1"

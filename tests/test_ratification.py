@@ -12,7 +12,7 @@ from tests.support.servers import ServerThread
 
 FULL = {
     "decided_on": "2011-05-20",
-    "place": "Plaza del Sol, Madrid",
+    "decided_at": "Plaza del Sol, Madrid",
     "process": "modified-consensus",
     "threshold_percent": "90",
     "votes_for": "412",
@@ -52,7 +52,7 @@ def test_full_record_is_kept_typed() -> None:
         ({"votes_for": "-1"}, "votes_for"),
         ({"blocks": "two"}, "blocks"),
         ({"minutes": "javascript:alert(1)"}, "minutes"),
-        ({"place": "x" * 201}, "place"),
+        ({"decided_at": "x" * 201}, "decided_at"),
     ],
 )
 def test_bad_values_name_their_field(change: dict[str, str], field: str) -> None:
@@ -76,7 +76,7 @@ def test_readable_text_for_software_without_the_context() -> None:
 
 
 def test_readable_text_escapes_the_place() -> None:
-    record = ratification.validate({**FULL, "place": "<b>Sol</b>"})
+    record = ratification.validate({**FULL, "decided_at": "<b>Sol</b>"})
     assert record is not None
     assert "&lt;b&gt;Sol&lt;/b&gt;" in ratification.readable_html(record)
 

@@ -223,9 +223,12 @@ async def outbox(request: Request) -> Response:
                     .limit(PAGE_SIZE)
                 )
             ).all()
+            files = await communiques.attachments_of(session, [c.id for _, c in rows])
             for activity, communique in rows:
                 item = {k: v for k, v in activity.document.items() if k != "@context"}
-                item["object"] = communiques.note_document(ctx.urls, assembly, communique)
+                item["object"] = communiques.note_document(
+                    ctx.urls, assembly, communique, files.get(communique.id, [])
+                )
                 items.append(item)
     return _paged(ctx.urls.outbox(assembly.handle), total, page, items, request)
 
@@ -304,15 +307,15 @@ async def communique(request: Request) -> Response:
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, handle)
         assembly, item = await communiques.get(session, assembly.handle, public_id)
+        note = await communiques.note_of(session, ctx.urls, assembly, item) if media else None
     note_url = ctx.urls.communique(assembly.handle, item.public_id)
     if item.deleted_at is not None:
         if media:
             tomb = build_tombstone(object_id=note_url, deleted=item.deleted_at)
             return as2({"@context": CONTEXT, **tomb}, media, status=410)
         raise Gone("this communiqué was deleted")
-    if media:
-        note = communiques.note_document(ctx.urls, assembly, item)
-        return as2({"@context": CONTEXT, **note}, media)
+    if media and note is not None:
+        return as2({"@context": communiques.context_of(ctx.urls, note), **note}, media)
     return await public.communique_page(request, assembly, item)
 
 

@@ -158,9 +158,10 @@ def build_activity(
     to: list[str],
     cc: list[str] | None = None,
     published: datetime | None = None,
+    context: list[Any] | None = None,
 ) -> Doc:
     doc: Doc = {
-        "@context": CONTEXT,
+        "@context": context or CONTEXT,
         "id": activity_id,
         "type": activity_type,
         "actor": actor_id,

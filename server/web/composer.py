@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import assemblies, communiques, media
+from server import assemblies, communiques, media, ratification
 from server.activitypub import mentions
 from server.context import Context
 from server.errors import BadRequest, Gone
@@ -128,18 +128,33 @@ class Slot:
         return self.media is not None and not self.remove
 
 
+RATIFICATION_FIELDS = (
+    "decided_on",
+    "decided_at",
+    "process",
+    "threshold_percent",
+    "votes_for",
+    "votes_against",
+    "abstentions",
+    "blocks",
+    "minutes",
+)
+
+
 @dataclass
 class Draft:
     content: str
     language: str
     summary: str
     slots: list[Slot] = field(default_factory=list)
+    decision: dict[str, str] = field(default_factory=dict)  # the ratification fields
 
     def values(self) -> dict[str, Any]:
         values: dict[str, Any] = {
             "content": self.content,
             "language": self.language,
             "summary": self.summary,
+            **self.decision,
         }
         for slot in self.slots:
             values[f"alt_{slot.index}"] = slot.alt
@@ -155,6 +170,7 @@ def _read_draft(form: FormData) -> Draft:
         content=text(form, "content", max_length=communiques.MAX_SOURCE + 1),
         language=text(form, "language", max_length=40).strip(),
         summary=text(form, "summary", max_length=communiques.MAX_SUMMARY * 2).strip(),
+        decision={name: text(form, name, max_length=2100).strip() for name in RATIFICATION_FIELDS},
     )
     for i in SLOTS:
         chosen = uploads(form, f"attachment_{i}")
@@ -428,6 +444,7 @@ async def _submit(
     swept: list[Media] = []
     try:
         communiques.check_draft(draft.content, draft.language, draft.summary or None)
+        decision = ratification.validate(draft.decision) if item is None else None
         _check_alts(draft)
         found = [] if previewing else await _resolve_mentions(ctx, draft.content)
         async with ctx.sessions() as session, session.begin():
@@ -457,7 +474,7 @@ async def _submit(
                 }
                 if item is None:
                     published = await communiques.publish(
-                        session, ctx.urls, handle=current.handle, **common
+                        session, ctx.urls, handle=current.handle, decision=decision, **common
                     )
                 else:
                     url = ctx.urls.communique(current.handle, item.public_id)

@@ -11,7 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from server import instance
+from server import instance, ratification
 from server.context import Context
 from server.web.session import clear_cookie, cookie_name, csrf_token, current_user, take_flash
 
@@ -27,6 +27,10 @@ def create_templates() -> Environment:
     )
     env.filters["date"] = lambda d: d.strftime("%d %B %Y") if d else ""
     env.filters["datetime"] = lambda d: d.strftime("%d %B %Y, %H:%M UTC") if d else ""
+    env.filters["decision"] = ratification.summary_text
+    env.filters["remote_decision"] = lambda doc: ratification.from_remote(
+        doc.get("ratification") if isinstance(doc, dict) else None
+    )
     env.filters["iso"] = lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else ""
     return env
 
