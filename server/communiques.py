@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies, ratification
+from server import activities, assemblies, polls, ratification
 from server.activitypub import delivery
 from server.activitypub.mentions import Mention
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
@@ -141,6 +141,8 @@ def note_document(
         attachments=[attachment_document(urls, m) for m in attachments],
     )
     note["shares"] = urls.shares(assembly.handle, communique.public_id)
+    if communique.poll:
+        note.update(polls.question_fields(communique))
     if communique.ratification:
         # Readable for every fediverse app, structured for another InterOcc.
         record = communique.ratification
@@ -258,6 +260,7 @@ async def publish(
     summary: str | None = None,
     attachments: Sequence[Media] = (),
     decision: dict[str, Any] | None = None,
+    poll: dict[str, Any] | None = None,
 ) -> Published:
     """A new communiqué, its Create{Note} and one delivery per follower inbox.
 
@@ -281,6 +284,7 @@ async def publish(
         hashtags=rendered.hashtags,
         mentions=_mention_rows(mentions),
         ratification=decision,
+        poll=poll,
         published_at=now,
     )
     session.add(communique)
@@ -428,3 +432,28 @@ async def replies_of(session: AsyncSession, communique_id: int) -> Sequence[Repl
         .order_by(Reply.published_at, Reply.id)
     )
     return (await session.scalars(query)).all()
+
+
+async def close_due_polls(session: AsyncSession, urls: Urls, *, now: datetime) -> int:
+    """Close the polls whose time is up: an Update with the final tally goes to the
+    followers and to every voter. Returns how many were closed."""
+    closed = 0
+    for communique in await polls.due(session, now):
+        assembly = await session.get(Assembly, communique.assembly_id)
+        if assembly is None:
+            continue
+        communique.poll_closed_at = now
+        await session.flush()
+        voters = await polls.voter_inboxes(session, communique.id)
+        await _send(
+            session,
+            urls,
+            assembly,
+            communique,
+            "Update",
+            await note_of(session, urls, assembly, communique),
+            now,
+            voters,
+        )
+        closed += 1
+    return closed

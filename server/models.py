@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -350,9 +351,9 @@ class Communique(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # How the assembly decided it (server.ratification): date, place, process, votes, minutes.
-    ratification: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    ratification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # A straw poll (published as a Question): {"choices": [...], "closes_at": iso, ...}.
-    poll: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    poll: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     poll_closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     pinned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

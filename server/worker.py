@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy import or_, select, update
 
+from server import communiques
 from server.activitypub import delivery
 from server.activitypub.client import SignatureAuth
 from server.context import Context
@@ -219,11 +220,21 @@ async def run_once(
     return len(ids)
 
 
+# How often the worker looks for straw polls whose time is up.
+POLL_CHECK = timedelta(seconds=15)
+
+
 async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -> None:
     """Deliver until ``stop`` is set; wakes early when ``ctx.wake`` is set."""
     log.info("delivery worker started")
+    polls_checked: datetime | None = None
     while not stop.is_set():
         try:
+            now = ctx.clock()
+            if polls_checked is None or now - polls_checked >= POLL_CHECK:
+                polls_checked = now
+                async with ctx.sessions() as session, session.begin():
+                    await communiques.close_due_polls(session, ctx.urls, now=now)
             done = await run_once(ctx)
         except Exception:  # the worker must outlive any one bad batch (DB restart, bug)
             log.exception("delivery batch failed")

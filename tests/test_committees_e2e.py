@@ -23,6 +23,7 @@ from server import (
     cosign,
     following,
     letters,
+    polls,
     ratification,
     timeline,
     worker,
@@ -311,3 +312,100 @@ async def test_ratification_record_travels_as_data_and_as_text(
     assert "Decided by modified consensus" in page.text
     assert note.json()["ratification"]["process"] == "ModifiedConsensus"
     assert note.json()["@context"][-1] == ctx.urls.base + "/ns/interocc/v1"
+
+
+def vote(actor_id: str, poll_url: str, assembly_uri: str, choice: str, n: int) -> dict[str, object]:
+    """A vote as Mastodon sends it: a Note with ``name``, no content, to the author only."""
+    return {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": f"{actor_id}#votes/{n}/activity",
+        "type": "Create",
+        "actor": actor_id,
+        "to": [assembly_uri],
+        "object": {
+            "id": f"{actor_id}#votes/{n}",
+            "type": "Note",
+            "name": choice,
+            "attributedTo": actor_id,
+            "to": [assembly_uri],
+            "inReplyTo": poll_url,
+        },
+    }
+
+
+async def test_straw_poll_counts_one_vote_per_actor_and_closes(
+    ctx: Context, server: ServerThread, peer: Peer
+) -> None:
+    from datetime import timedelta
+
+    from server.models import Communique, PollVote
+
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    ana, ben = peer.add_actor("ana"), peer.add_actor("ben")
+    await peer.follow(ana, f"sol@{ctx.urls.host}")
+    await drain(ctx)
+    now = ctx.clock()
+    poll = polls.validate("Occupy the square\nMarch to parliament\n", "0.1", now=now)
+    async with ctx.sessions() as session, session.begin():
+        published = await communiques.publish(
+            session,
+            ctx.urls,
+            handle="sol",
+            source="Straw poll: what do we do on Saturday?",
+            now=now,
+            poll=poll,
+        )
+    await drain(ctx)
+    question = next(r.json for r in peer.received if r.json and r.json["type"] == "Create")
+    assert question["object"]["type"] == "Question"
+    assert [o["name"] for o in question["object"]["oneOf"]] == [
+        "Occupy the square",
+        "March to parliament",
+    ]
+
+    inbox, sol = ctx.urls.inbox("sol"), ctx.urls.actor("sol")
+    answers = [
+        await peer.post_activity(
+            ana, inbox, vote(ana.id, published.url, sol, "Occupy the square", 1)
+        ),
+        await peer.post_activity(
+            ben, inbox, vote(ben.id, published.url, sol, "Occupy the square", 1)
+        ),
+        # ana again, another vote id: ignored, one vote per actor
+        await peer.post_activity(
+            ana, inbox, vote(ana.id, published.url, sol, "March to parliament", 2)
+        ),
+    ]
+    assert [a.status_code for a in answers] == [202, 202, 202]
+    assert answers[2].json()["status"] == "ignored"
+    async with ctx.sessions() as session:
+        item = await session.get(Communique, published.communique.id)
+        assert item is not None and item.poll is not None
+        assert item.poll["voters"] == 2
+        assert item.poll["counts"] == {"Occupy the square": 2, "March to parliament": 0}
+    assert await count(ctx, PollVote) == 2
+
+    # Closing time: an Update with the final tally goes to followers and voters.
+    later = now + timedelta(minutes=7)
+    async with ctx.sessions() as session, session.begin():
+        assert await communiques.close_due_polls(session, ctx.urls, now=ctx.clock()) == 0
+    ctx.clock = lambda: later  # the worker's view of time; the server's stays real
+    async with ctx.sessions() as session, session.begin():
+        assert await communiques.close_due_polls(session, ctx.urls, now=later) == 1
+    await drain(ctx)
+    updates = [r.json for r in peer.received if r.json and r.json.get("type") == "Update"]
+    assert len(updates) == 1
+    final = updates[0]["object"]
+    assert final["closed"] and final["votersCount"] == 2
+    assert final["oneOf"][0]["replies"]["totalItems"] == 2
+
+    # A vote after closing is refused; nothing is stored.
+    carl = peer.add_actor("carl")
+    late = await peer.post_activity(
+        carl, inbox, vote(carl.id, published.url, sol, "March to parliament", 1)
+    )
+    assert late.status_code == 403 and "closed" in late.json()["error"]
+    assert await count(ctx, PollVote) == 2
+    async with httpx.AsyncClient() as http:
+        page = await http.get(published.url, headers={"Accept": "text/html"})
+    assert "Occupy the square</strong>: 2 votes" in page.text

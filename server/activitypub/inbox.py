@@ -26,6 +26,7 @@ from server import (
     instance,
     letters,
     moderation,
+    polls,
     timeline,
 )
 from server.activitypub import delivery, forwarding
@@ -432,6 +433,9 @@ async def handle_create(incoming: Incoming) -> bool:
     if note is None:
         return False
     ctx, session, now = incoming.ctx, incoming.session, incoming.ctx.clock()
+    vote = await _vote(incoming, note)
+    if vote is not None:
+        return vote
     reply = await _store_reply(incoming, note)
     letter = await letters.receive(session, ctx, note, actor_uri=incoming.actor_uri, now=now)
     posted = await timeline.on_create(
@@ -442,6 +446,31 @@ async def handle_create(incoming: Incoming) -> bool:
         now=now,
     )
     return reply or letter or posted
+
+
+async def _vote(incoming: Incoming, note: Doc) -> bool | None:
+    """A vote in one of our straw polls (True counted, False a repeat), or None if the Note
+    is not a vote. A vote in a closed poll is refused: nothing is stored."""
+    choice = polls.vote_of(note)
+    in_reply_to = id_of(note.get("inReplyTo"))
+    if choice is None or not in_reply_to or not incoming.ctx.urls.is_local(in_reply_to):
+        return None
+    try:
+        _assembly, communique = await communiques.find_by_url(
+            incoming.session, incoming.ctx.urls, in_reply_to
+        )
+    except NotFound:
+        return None
+    if not communique.poll or communique.deleted_at is not None:
+        return None
+    return await polls.record_vote(
+        incoming.session,
+        communique,
+        choice=choice,
+        actor_uri=incoming.actor_uri,
+        vote_uri=str(note["id"]),
+        now=incoming.ctx.clock(),
+    )
 
 
 async def _store_reply(incoming: Incoming, note: Doc) -> bool:

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import assemblies, communiques, media, ratification
+from server import assemblies, communiques, media, polls, ratification
 from server.activitypub import mentions
 from server.context import Context
 from server.errors import BadRequest, Gone
@@ -148,6 +148,8 @@ class Draft:
     summary: str
     slots: list[Slot] = field(default_factory=list)
     decision: dict[str, str] = field(default_factory=dict)  # the ratification fields
+    poll_choices: str = ""
+    poll_hours: str = ""
 
     def values(self) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -155,6 +157,8 @@ class Draft:
             "language": self.language,
             "summary": self.summary,
             **self.decision,
+            "poll_choices": self.poll_choices,
+            "poll_hours": self.poll_hours,
         }
         for slot in self.slots:
             values[f"alt_{slot.index}"] = slot.alt
@@ -171,6 +175,8 @@ def _read_draft(form: FormData) -> Draft:
         language=text(form, "language", max_length=40).strip(),
         summary=text(form, "summary", max_length=communiques.MAX_SUMMARY * 2).strip(),
         decision={name: text(form, name, max_length=2100).strip() for name in RATIFICATION_FIELDS},
+        poll_choices=text(form, "poll_choices", max_length=2000),
+        poll_hours=text(form, "poll_hours", max_length=20).strip(),
     )
     for i in SLOTS:
         chosen = uploads(form, f"attachment_{i}")
@@ -445,6 +451,11 @@ async def _submit(
     try:
         communiques.check_draft(draft.content, draft.language, draft.summary or None)
         decision = ratification.validate(draft.decision) if item is None else None
+        poll = (
+            polls.validate(draft.poll_choices, draft.poll_hours, now=ctx.clock())
+            if item is None
+            else None
+        )
         _check_alts(draft)
         found = [] if previewing else await _resolve_mentions(ctx, draft.content)
         async with ctx.sessions() as session, session.begin():
@@ -474,7 +485,12 @@ async def _submit(
                 }
                 if item is None:
                     published = await communiques.publish(
-                        session, ctx.urls, handle=current.handle, decision=decision, **common
+                        session,
+                        ctx.urls,
+                        handle=current.handle,
+                        decision=decision,
+                        poll=poll,
+                        **common,
                     )
                 else:
                     url = ctx.urls.communique(current.handle, item.public_id)

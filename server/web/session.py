@@ -123,7 +123,11 @@ async def read_form(request: Request, *, files: bool = False) -> FormData:
         max_fields=200,
         max_part_size=MAX_FORM_BYTES,
     )
-    check_csrf(request, form)
+    try:
+        check_csrf(request, form)
+    except Forbidden:
+        await form.close()  # uploads' temporary files, before the refusal
+        raise
     return form
 
 
