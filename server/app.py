@@ -22,7 +22,17 @@ from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings
 from server.context import Context, create_context
 from server.errors import InterOccError, LoginRequired
-from server.web import account, admin, committees, composer, feeds, followers, media, public
+from server.web import (
+    account,
+    admin,
+    committees,
+    composer,
+    feeds,
+    followers,
+    media,
+    public,
+    relays,
+)
 from server.web.pages import HERE as WEB_DIR
 from server.web.pages import create_templates, render
 from server.web.security import SecurityMiddleware
@@ -95,6 +105,7 @@ def create_app(
         *followers.routes,
         *committees.routes,
         *admin.routes,
+        *relays.routes,
         *feeds.routes,
         *media.routes,
         *webfinger.routes,

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from server import accounts, assemblies, communiques, media, migrate
+from server import accounts, assemblies, communiques, following, media, migrate
 from server.activitypub import mentions
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context, create_context
@@ -213,9 +213,37 @@ async def cmd_edit(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def cmd_delete(settings: Settings, args: argparse.Namespace) -> None:
-    async def run(ctx: Context, session: AsyncSession) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> communiques.Published:
         published = await communiques.delete(session, ctx.urls, url=args.url, now=ctx.clock())
         print(f"deleted {published.url}")
+        return published
+
+    published = await _with_context(settings, run)
+    # The files of its attachments go once the deletion is committed.
+    media.remove_files(settings, published.removed_media)
+
+
+async def cmd_follow(settings: Settings, args: argparse.Namespace) -> None:
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        # WebFinger and the actor fetch happen before the write transaction.
+        await following.prefetch(ctx, args.target)
+        async with ctx.sessions() as session, session.begin():
+            row = await following.follow(
+                session, ctx, handle=args.handle, target=args.target, now=ctx.clock()
+            )
+        print(f"follow request sent to {row.target_uri}")
+    finally:
+        await ctx.aclose()
+
+
+async def cmd_unfollow(settings: Settings, args: argparse.Namespace) -> None:
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        row = await following.unfollow(
+            session, ctx, handle=args.handle, target=args.target, now=ctx.clock()
+        )
+        print(f"unfollowed {row.target_uri}")
 
     await _with_context(settings, run)
 
@@ -383,6 +411,13 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("url")
     text_source(edit)
     sub.add_parser("delete", help="delete a communiqué").add_argument("url")
+    for name, help_text in (
+        ("follow", "an assembly follows another assembly or any fediverse actor"),
+        ("unfollow", "an assembly stops following"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("handle", help="the local assembly's handle")
+        p.add_argument("target", help="@name@host, name@host or an actor URL")
     return parser
 
 
@@ -399,6 +434,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("post", None): cmd_post,
     ("edit", None): cmd_edit,
     ("delete", None): cmd_delete,
+    ("follow", None): cmd_follow,
+    ("unfollow", None): cmd_unfollow,
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies, polls, ratification
+from server import activities, assemblies, polls, ratification, relays
 from server.activitypub import delivery
 from server.activitypub.mentions import Mention
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
@@ -239,6 +239,7 @@ async def _send(
     )
     inboxes = await delivery.follower_inboxes(session, assembly.id)
     inboxes += [m["inbox"] for m in communique.mentions] + list(extra_inboxes)
+    inboxes += await relays.inboxes(session)  # public communiqués go to subscribed relays
     rows = await delivery.enqueue(session, activity, inboxes, now=now)
     return Published(
         communique=communique,

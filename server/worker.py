@@ -76,7 +76,7 @@ class Job:
     inbox_uri: str
     body: bytes
     key_id: str
-    private_key_pem: str
+    private_key_pem: str  # "" for the instance actor's key
 
 
 async def load_jobs(ctx: Context, ids: list[int]) -> list[Job]:
@@ -86,7 +86,8 @@ async def load_jobs(ctx: Context, ids: list[int]) -> list[Job]:
             await session.execute(
                 select(Delivery.id, Delivery.inbox_uri, Activity, Assembly)
                 .join(Activity, Activity.id == Delivery.activity_id)
-                .join(Assembly, Assembly.id == Activity.assembly_id)
+                # No assembly: the instance actor's own activity (a relay subscription).
+                .outerjoin(Assembly, Assembly.id == Activity.assembly_id)
                 .where(Delivery.id.in_(ids))
             )
         ).all()
@@ -95,6 +96,11 @@ async def load_jobs(ctx: Context, ids: list[int]) -> list[Job]:
     for delivery_id, inbox, activity, assembly in rows:
         if activity.id not in bodies:
             bodies[activity.id] = delivery.activity_body(activity)
+        if assembly is None:
+            jobs.append(
+                Job(delivery_id, inbox, bodies[activity.id], ctx.urls.instance_key_id(), "")
+            )
+            continue
         jobs.append(
             Job(
                 delivery_id,
@@ -109,7 +115,8 @@ async def load_jobs(ctx: Context, ids: list[int]) -> list[Job]:
 
 async def attempt(ctx: Context, job: Job) -> AttemptResult:
     """Sign and POST one delivery. Never raises: failures are results."""
-    auth = SignatureAuth(job.key_id, ctx.private_key(job.private_key_pem), ctx.clock)
+    key = ctx.private_key(job.private_key_pem) if job.private_key_pem else ctx.instance_private_key
+    auth = SignatureAuth(job.key_id, key, ctx.clock)
     try:
         response = await ctx.client.post(job.inbox_uri, job.body, auth=auth)
     except (httpx.HTTPError, TimeoutError, OSError, InterOccError) as exc:

@@ -425,3 +425,27 @@ def test_at_a_terminal_the_password_is_asked_twice(
     assert capsys.readouterr().out == "created the administrator root@example.org\n"
     assert prompts[-2:] == ["Password: ", "Password again: "]
     assert PasswordHasher().verify(password_hash(database_url, "root@example.org"), PASSWORD_TYPED)
+
+
+def test_follow_and_unfollow_from_the_command_line(database_url: str) -> None:
+    ok(database_url, "migrate")
+    for handle in ("sol", "plaza"):
+        ok(database_url, "assembly", "create", handle, "--name", f"Assembly {handle}")
+        ok(database_url, "assembly", "approve", handle)
+    target = "@plaza@127.0.0.1:8765"
+    run = ok(database_url, "follow", "sol", target)
+    assert run.stdout.strip() == f"follow request sent to {BASE_URL}/actors/plaza"
+    all_fail(
+        database_url,
+        [
+            (("follow", "sol", target), "already follows"),
+            (("follow", "sol", "@sol@127.0.0.1:8765"), "cannot follow itself"),
+            (("follow", "sol", "not a handle"), "neither a handle"),
+            (("follow", "nobody", target), "no assembly"),
+            (("follow", "sol", "@ghost@127.0.0.1:8765"), "no assembly @ghost"),
+            (("unfollow", "plaza", target), "does not follow"),
+        ],
+    )
+    run = ok(database_url, "unfollow", "sol", target)
+    assert run.stdout.strip() == f"unfollowed {BASE_URL}/actors/plaza"
+    fails(database_url, "unfollow", "sol", target, says="does not follow")

@@ -409,3 +409,77 @@ async def test_straw_poll_counts_one_vote_per_actor_and_closes(
     async with httpx.AsyncClient() as http:
         page = await http.get(published.url, headers={"Accept": "text/html"})
     assert "Occupy the square</strong>: 2 votes" in page.text
+
+
+async def test_relay_gets_public_communiques_and_its_announces_are_accepted(
+    ctx: Context, server: ServerThread, ctx_b: Context, server_b: ServerThread, peer: Peer
+) -> None:
+    from server import relays
+    from server.models import RemotePost
+
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    await approved_assembly(ctx_b, "plaza", name="Liberty Plaza General Assembly")
+    relay = peer.add_actor("relay")  # the loopback relay: a signing actor with an inbox
+
+    # The admin subscribes by the relay's actor URL.
+    await following.prefetch(ctx, relays.actor_url(relay.id))
+    async with ctx.sessions() as session, session.begin():
+        subscription = await relays.subscribe(session, ctx, url=relay.id, now=ctx.clock())
+    await drain(ctx)
+    follows = [r.json for r in peer.received if r.json and r.json.get("type") == "Follow"]
+    assert len(follows) == 1 and follows[0]["actor"] == ctx.urls.instance_actor()
+    assert follows[0]["object"] == "https://www.w3.org/ns/activitystreams#Public"
+    accept = {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": f"{relay.id}#accepts/1",
+        "type": "Accept",
+        "actor": relay.id,
+        "object": follows[0],
+    }
+    answer = await peer.post_activity(relay, ctx.urls.shared_inbox(), accept)
+    assert answer.status_code == 202 and answer.json()["status"] == "accepted"
+    async with ctx.sessions() as session:
+        assert (await session.get(Following, subscription.id)).status == FollowStatus.ACCEPTED
+
+    # A's public communiqués reach the relay.
+    published = await post(ctx, "sol", "Assemblies of the world: the square is open.")
+    await drain(ctx)
+    to_relay = [
+        r
+        for r in peer.received
+        if r.path == "/users/relay/inbox" and r.json and r.json.get("type") == "Create"
+    ]
+    assert len(to_relay) == 1 and to_relay[0].verified, to_relay[0].reason
+    assert to_relay[0].json is not None and to_relay[0].json["object"]["id"] == published.url
+
+    # The relay announces B's communiqué to A: accepted, the post fetched from B and kept.
+    from_b = await post(ctx_b, "plaza", "General strike on the first of May. #InterOcc")
+    announce = {
+        "@context": "https://www.w3.org/ns/activitystreams",
+        "id": f"{relay.id}#announces/1",
+        "type": "Announce",
+        "actor": relay.id,
+        "to": ["https://www.w3.org/ns/activitystreams#Public"],
+        "object": from_b.url,
+    }
+    answer = await peer.post_activity(relay, ctx.urls.shared_inbox(), announce)
+    assert answer.status_code == 202 and answer.json()["status"] == "accepted"
+    async with ctx.sessions() as session:
+        kept = (await session.scalars(select(RemotePost))).one()
+    assert kept.uri == from_b.url and kept.actor_uri == ctx_b.urls.actor("plaza")
+    assert "General strike" in kept.content_html
+
+    # An Announce from an actor that is no relay of ours is ignored.
+    stranger = peer.add_actor("stranger")
+    other = {**announce, "id": f"{stranger.id}#announces/1", "actor": stranger.id}
+    answer = await peer.post_activity(stranger, ctx.urls.shared_inbox(), other)
+    assert answer.status_code == 202 and answer.json()["status"] == "ignored"
+
+
+def test_relay_url_from_its_inbox_url() -> None:
+    from server import relays
+
+    assert relays.actor_url("https://relay.example/inbox") == "https://relay.example/actor"
+    assert relays.actor_url(" https://relay.example/actor ") == "https://relay.example/actor"
+    with pytest.raises(Exception, match="relay's URL"):
+        relays.actor_url("relay.example")

@@ -27,6 +27,7 @@ from server import (
     letters,
     moderation,
     polls,
+    relays,
     timeline,
 )
 from server.activitypub import delivery, forwarding
@@ -197,7 +198,8 @@ async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
     if not object_id or ctx.urls.is_local(object_id):
         return None
     async with ctx.sessions() as session:
-        if not await following.assemblies_following(session, signed.actor_uri):
+        followed = await following.assemblies_following(session, signed.actor_uri)
+        if not followed and not await relays.is_relay(session, signed.actor_uri):
             return None
         if await delivery.blocking_domain(session, object_id) is not None:
             return None
@@ -626,6 +628,16 @@ async def handle_announce(incoming: Incoming) -> bool:
     author = id_of(note.get("attributedTo"))
     if not author or not same_origin(author, object_id):
         return False
+    if await relays.is_relay(session, incoming.actor_uri):
+        # A relay's Announce: another server's public post, kept (sanitised) for whoever
+        # follows its author here; it goes on no timeline by itself.
+        if not timeline.is_public(note):
+            return False
+        await timeline.store_post(session, note, actor_uri=author, now=now)
+        await timeline.on_create(
+            session, note, actor_uri=author, activity_uri=str(activity["id"]), now=now
+        )
+        return True
     return await timeline.on_announce(
         session,
         note,
