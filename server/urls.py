@@ -18,6 +18,8 @@ ACTIVITY = "/activities/{public_id}"
 SHARED_INBOX = "/inbox"
 INSTANCE_ACTOR = "/actor"
 TAG = "/tags/{tag}"
+INSTANCE_FEED = "/feed.atom"
+ACTOR_FEED = "/actors/{handle}/feed.atom"
 
 
 class Urls:
@@ -74,6 +76,12 @@ class Urls:
 
     def tag(self, tag: str) -> str:
         return self._abs(TAG.format(tag=tag.lower()))
+
+    def feed(self) -> str:
+        return self._abs(INSTANCE_FEED)
+
+    def actor_feed(self, handle: str) -> str:
+        return self._abs(ACTOR_FEED.format(handle=handle))
 
     def acct(self, handle: str) -> str:
         return f"acct:{handle}@{self.host}"

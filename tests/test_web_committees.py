@@ -105,3 +105,62 @@ async def test_follow_write_and_cosign_from_the_pages(
             await session.scalars(select(Activity).where(Activity.type == "Announce"))
         ).all()
     assert len(announces) == 1 and announces[0].document["object"] == published.url
+
+
+async def test_pinned_communiques_form_the_featured_collection(
+    ctx: Context, server: ServerThread, client: httpx.AsyncClient
+) -> None:
+    await setup(ctx)
+    await log_in(client, "ana@example.org")
+    first = await post(ctx, "sol", "First: the assembly meets daily at 7pm.")
+    await post(ctx, "sol", "Second: bring blankets.")
+    pin = f"/manage/sol/communiques/{first.communique.public_id}/pin"
+    assert (await submit(client, "/manage/sol", action=pin)).status_code == 303
+    async with httpx.AsyncClient() as http:
+        featured = (
+            await http.get(
+                ctx.urls.featured("sol"), headers={"Accept": "application/activity+json"}
+            )
+        ).json()
+    assert featured["type"] == "OrderedCollection" and featured["totalItems"] == 1
+    assert featured["orderedItems"][0]["id"] == first.url
+    assert featured["orderedItems"][0]["type"] == "Note"
+    # Another assembly's communiqué cannot be pinned through ours.
+    theirs = await post(ctx, "plaza", "Plaza news.")
+    refused = await submit(
+        client, "/manage/sol", action=f"/manage/sol/communiques/{theirs.communique.public_id}/pin"
+    )
+    assert refused.status_code == 404
+    # Unpin.
+    assert (await submit(client, "/manage/sol", action=pin)).status_code == 303
+    async with httpx.AsyncClient() as http:
+        featured = (
+            await http.get(
+                ctx.urls.featured("sol"), headers={"Accept": "application/activity+json"}
+            )
+        ).json()
+    assert featured["totalItems"] == 0 and featured["orderedItems"] == []
+
+
+async def test_public_directory_as_json(ctx: Context, server: ServerThread) -> None:
+    from server import assemblies
+
+    await setup(ctx)
+    async with ctx.sessions() as session, session.begin():
+        await assemblies.create(session, handle="waiting", name="Pending Assembly")
+        sol = await assemblies.get(session, "sol")
+        sol.place, sol.languages = "Madrid", ["es", "en"]
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        everything = (await http.get("/directory.json")).json()
+        spanish = (await http.get("/directory.json", params={"language": "es"})).json()
+        response = await http.get("/directory.json", params={"place": "madrid"})
+    names = [a["name"] for a in everything["assemblies"]]
+    assert names == ["Asamblea de Sol", "Liberty Plaza General Assembly"]  # no pending one
+    assert everything["total"] == 2
+    (sol_entry,) = spanish["assemblies"]
+    assert sol_entry["handle"] == f"@sol@{ctx.urls.host}"
+    assert sol_entry["url"] == ctx.urls.actor("sol")
+    assert sol_entry["languages"] == ["es", "en"] and sol_entry["place"] == "Madrid"
+    assert sol_entry["feed"] == ctx.urls.actor_feed("sol")
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert [a["name"] for a in response.json()["assemblies"]] == ["Asamblea de Sol"]

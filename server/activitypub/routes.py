@@ -286,18 +286,30 @@ async def shares_collection(request: Request) -> Response:
     return _paged(collection_id, len(shares), page, items, request)
 
 
-async def empty_collection(request: Request) -> Response:
-    """featured: a real collection, empty until assemblies pin communiqués."""
+async def featured(request: Request) -> Response:
+    """Pinned communiqués, newest pin first, as whole Notes (what Mastodon reads)."""
     ctx = _ctx(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
-    which = request.url.path.rsplit("/", 1)[-1]
-    collection_id = getattr(ctx.urls, which)(assembly.handle)
-    if which == "featured":
-        doc = build_collection(collection_id=collection_id, total=0, first=None)
-        doc["orderedItems"] = []
-        return as2(doc, wants_activity_json(request.headers.get("accept")))
-    return _paged(collection_id, 0, _page_number(request), [], request)
+        pinned = (
+            await session.scalars(
+                select(Communique)
+                .where(
+                    Communique.assembly_id == assembly.id,
+                    Communique.pinned_at.is_not(None),
+                    Communique.deleted_at.is_(None),
+                )
+                .order_by(Communique.pinned_at.desc())
+                .limit(20)
+            )
+        ).all()
+        files = await communiques.attachments_of(session, [c.id for c in pinned])
+    items = [communiques.note_document(ctx.urls, assembly, c, files.get(c.id, [])) for c in pinned]
+    doc = build_collection(
+        collection_id=ctx.urls.featured(assembly.handle), total=len(items), first=None
+    )
+    doc["orderedItems"] = items
+    return as2(doc, wants_activity_json(request.headers.get("accept")))
 
 
 async def communique(request: Request) -> Response:
@@ -346,7 +358,7 @@ routes = [
     Route(urls.ACTOR_OUTBOX, outbox),
     Route(urls.ACTOR_FOLLOWERS, followers),
     Route(urls.ACTOR_FOLLOWING, following_collection),
-    Route(urls.ACTOR_FEATURED, empty_collection),
+    Route(urls.ACTOR_FEATURED, featured),
     Route(urls.COMMUNIQUE, communique),
     Route(urls.COMMUNIQUE_SHARES, shares_collection),
     Route(urls.ACTIVITY, activity),

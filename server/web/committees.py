@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from server import cosign, following, letters, timeline
 from server.context import Context
-from server.errors import InterOccError, NotFound
-from server.models import Following
+from server.errors import Conflict, InterOccError, NotFound
+from server.models import Communique, Following
 from server.web.pages import render
 from server.web.session import FormState, read_form, redirect, require_member, require_user
 from server.web.session import text as form_text
@@ -254,7 +255,47 @@ async def thread_reply(request: Request) -> Response:
     )
 
 
+MAX_PINNED = 5
+
+
+async def pin_post(request: Request) -> Response:
+    """Pin or unpin a communiqué: pinned ones form the assembly's featured collection,
+    which Mastodon shows at the top of the assembly's profile."""
+    user = await require_user(request)
+    ctx = _ctx(request)
+    await read_form(request)
+    handle = _handle(request)
+    async with ctx.sessions() as session, session.begin():
+        assembly, _ = await require_member(session, user, handle)
+        item = (
+            await session.scalars(
+                select(Communique).where(
+                    Communique.assembly_id == assembly.id,
+                    Communique.public_id == request.path_params["public_id"],
+                    Communique.deleted_at.is_(None),
+                )
+            )
+        ).first()
+        if item is None:
+            raise NotFound("no such communiqué")
+        if item.pinned_at is not None:
+            item.pinned_at = None
+            message = "Unpinned."
+        else:
+            pinned = await session.scalar(
+                select(func.count(Communique.id)).where(
+                    Communique.assembly_id == assembly.id, Communique.pinned_at.is_not(None)
+                )
+            )
+            if (pinned or 0) >= MAX_PINNED:
+                raise Conflict(f"at most {MAX_PINNED} communiqués are pinned: unpin one first")
+            item.pinned_at = ctx.clock()
+            message = "Pinned to the top of the assembly's profile."
+    return redirect(request, f"/manage/{handle}", flash=message)
+
+
 routes = [
+    Route("/manage/{handle}/communiques/{public_id}/pin", pin_post, methods=["POST"]),
     Route("/manage/{handle}/timeline", timeline_page),
     Route("/manage/{handle}/cosign", cosign_post, methods=["POST"]),
     Route("/manage/{handle}/following", following_page),

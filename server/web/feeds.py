@@ -24,7 +24,7 @@ from server import assemblies, instance
 from server.activitypub.vocab import iso
 from server.context import Context
 from server.models import Assembly, AssemblyStatus, Communique, Media
-from server.urls import Urls
+from server.urls import ACTOR_FEED, INSTANCE_FEED, Urls
 from server.web.public import (
     absolute_url,
     assembly_feed_url,
@@ -34,9 +34,6 @@ from server.web.public import (
     plain_text,
 )
 
-# TODO(urls): these route templates belong in server/urls.py (see public.assembly_feed_url).
-INSTANCE_FEED = "/feed.atom"
-ACTOR_FEED = "/actors/{handle}/feed.atom"
 FEED_SIZE = 50
 TITLE_CHARS = 100
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -215,11 +212,11 @@ async def instance_feed(request: Request) -> Response:
         rows = await _latest(session, assembly_id=None)
         files = await attachments_of(session, [c.id for _, c in rows])
     feed = Feed(
-        id=ctx.urls.base + INSTANCE_FEED,
+        id=ctx.urls.feed(),
         title=info.name,
         subtitle=excerpt(info.description, 500)
         or "Communiqués of the General Assemblies on " + info.name,
-        self_url=ctx.urls.base + INSTANCE_FEED,
+        self_url=ctx.urls.feed(),
         alternate_url=ctx.urls.base + "/",
         author_name=info.name,
         author_uri=ctx.urls.base + "/",

@@ -17,13 +17,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
+from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import assemblies, communiques, cosign, instance
@@ -111,9 +112,7 @@ def absolute_url(urls: Urls, url: str | None) -> str | None:
 
 
 def assembly_feed_url(urls: Urls, handle: str) -> str:
-    # TODO(urls): the feed paths belong with the other templates in server/urls.py; until
-    # then server.web.feeds declares its routes with ACTOR_FEED and this mints the URL.
-    return urls.actor(handle) + "/feed.atom"
+    return urls.actor_feed(handle)
 
 
 def media_path(file_name: str) -> str:
@@ -450,4 +449,52 @@ async def communique_page(request: Request, assembly: Assembly, item: Communique
     )
 
 
-routes = [Route("/", home), Route("/about", about)]
+DIRECTORY_PAGE = 200
+
+
+async def directory_json(request: Request) -> Response:
+    """The public directory as JSON: the same search as the home page (q, place, language,
+    page), for other instances, aggregators and scripts announcing who exists."""
+    ctx = _ctx(request)
+    search = DirectorySearch.from_request(request)
+    page = page_number(request)
+    async with ctx.sessions() as session:
+        info = await instance.load(session, ctx.settings)
+        found, total = await search_directory(
+            session, search=search, page=page, page_size=DIRECTORY_PAGE
+        )
+        ids = [a.id for a in found]
+        followers = await follower_counts(session, ids)
+        counts = await communique_counts(session, ids)
+    entries = [
+        {
+            "handle": f"@{a.handle}@{ctx.urls.host}",
+            "name": a.name,
+            "url": ctx.urls.actor(a.handle),
+            "summary": a.summary,
+            "place": a.place,
+            "languages": list(a.languages or []),
+            "avatar": absolute_url(ctx.urls, a.icon_url),
+            "followers": followers.get(a.id, 0),
+            "communiques": counts.get(a.id, 0),
+            "feed": ctx.urls.actor_feed(a.handle),
+            "since": a.approved_at.strftime("%Y-%m-%dT%H:%M:%SZ") if a.approved_at else None,
+        }
+        for a in found
+    ]
+    body: dict[str, Any] = {
+        "instance": {"name": info.name, "url": ctx.urls.base + "/", "software": "InterOcc"},
+        "total": total,
+        "page": page,
+        "assemblies": entries,
+    }
+    if page * DIRECTORY_PAGE < total:
+        body["next"] = str(request.url.include_query_params(page=page + 1))
+    return JSONResponse(body, headers={"Access-Control-Allow-Origin": "*"})
+
+
+routes = [
+    Route("/", home),
+    Route("/about", about),
+    Route("/directory.json", directory_json),
+]
