@@ -139,7 +139,8 @@ async def test_follow_timeline_cosign_and_forwarding(
     async with ctx.sessions() as session:
         from server import timeline
 
-        ((entry, shown),) = await timeline.entries(session, 1)
+        sol = await assemblies.get(session, "sol")
+        ((_entry, shown),) = await timeline.entries(session, sol.id)
     assert shown.uri == published.url
     assert "<strong>General Assembly of Plaza del Sol</strong>" in shown.content_html
 
@@ -172,6 +173,21 @@ async def test_follow_timeline_cosign_and_forwarding(
     async with ctx.sessions() as session, session.begin():
         with pytest.raises(Exception, match="already co-signed"):
             await cosign.cosign(session, ctx, handle="sol", target=target, now=ctx.clock())
+
+    # B edits, then deletes: A's timeline follows.
+    async with ctx_b.sessions() as session, session.begin():
+        await communiques.edit(
+            session, ctx_b.urls, url=published.url, source="Moved to **Monday**.", now=ctx_b.clock()
+        )
+    await drain(ctx_b, ctx)
+    async with ctx.sessions() as session:
+        ((_entry, shown),) = await timeline.entries(session, sol.id)
+    assert "<strong>Monday</strong>" in shown.content_html and shown.updated_at is not None
+    async with ctx_b.sessions() as session, session.begin():
+        await communiques.delete(session, ctx_b.urls, url=published.url, now=ctx_b.clock())
+    await drain(ctx_b, ctx)
+    async with ctx.sessions() as session:
+        assert await timeline.entries(session, sol.id) == []
 
 
 async def test_correspondence_threads_on_both_sides_and_stays_private(

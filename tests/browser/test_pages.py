@@ -378,6 +378,7 @@ PUBLIC_PAGES: dict[str, Visit] = {
     "login": goto("/login"),
     "not-found-assembly": goto("/actors/nosuchassembly", 404),
     "not-found-path": goto("/no/such/page", 404),
+    "directory-search": goto("/?q=plaza&language=en"),
 }
 # Pages of the approved assembly, as the journey's people see them.
 ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
@@ -401,6 +402,7 @@ ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
     "admin-domains": ("admin", goto("/admin/domains")),
     "admin-follows": ("admin", goto("/admin/follows")),
     "admin-reports": ("admin", goto("/admin/reports")),
+    "admin-relays": ("admin", goto("/admin/relays")),
 }
 # Pages of the published communiqué.
 COMMUNIQUE_PAGES: dict[str, tuple[Role, Callable[[Published], Visit]]] = {
