@@ -80,20 +80,27 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, fully migrated database for one test."""
+def fresh_database(
+    backend: str, request: pytest.FixtureRequest, sqlite_path: Path
+) -> Iterator[str]:
+    """A fresh, fully migrated database (cloned from the session's template) while the
+    generator is open; dropped afterwards on PostgreSQL."""
     if backend == "sqlite":
         template = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "interocc.sqlite3"
-        shutil.copy(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
+        shutil.copy(template, sqlite_path)
+        yield f"sqlite+aiosqlite:///{sqlite_path}"
         return
     template = request.getfixturevalue("postgres_template")
     name = f"interocc_t_{os.getpid()}_{next(_counter)}"
     asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
     yield _pg_url(name)
     asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, fully migrated database for one test."""
+    yield from fresh_database(backend, request, tmp_path / "interocc.sqlite3")
 
 
 def make_settings(

@@ -7,9 +7,6 @@ reaches B, B's Accept reaches A, B's Create reaches A's timeline, and so on.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -37,7 +34,7 @@ from server.models import (
     Share,
     TimelineEntry,
 )
-from tests.conftest import _counter, _pg_admin, _pg_url, make_settings
+from tests.conftest import fresh_database, make_settings
 from tests.helpers import approved_assembly, count, post
 from tests.support.peer import Peer
 from tests.support.servers import ServerThread, free_port
@@ -54,17 +51,7 @@ def second_database_url(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[str]:
     """Instance B's own database, migrated like the first."""
-    if backend == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "instance-b.sqlite3"
-        shutil.copy(template, path)
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    template = request.getfixturevalue("postgres_template")
-    name = f"interocc_b_{os.getpid()}_{next(_counter)}"
-    asyncio.run(_pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}"))
-    yield _pg_url(name)
-    asyncio.run(_pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    yield from fresh_database(backend, request, tmp_path / "instance-b.sqlite3")
 
 
 @pytest.fixture

@@ -94,7 +94,15 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_fixtures_are_present_for_each_software() -> None:
     softwares = {p.parent.name for p in ALL}
-    assert {"mastodon", "gotosocial", "pleroma", "lemmy", "friendica", "peertube", "misskey"} <= softwares
+    assert {
+        "mastodon",
+        "gotosocial",
+        "pleroma",
+        "lemmy",
+        "friendica",
+        "peertube",
+        "misskey",
+    } <= softwares
     for software in softwares:
         sources = (FIXTURES / software / "SOURCES.md").read_text(encoding="utf-8")
         for path in FIXTURES.glob(f"{software}/*.json"):

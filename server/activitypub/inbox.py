@@ -573,9 +573,8 @@ def _follow_id(incoming: Incoming) -> str | None:
     return id_of(obj)
 
 
-@handles("Accept")
-async def handle_accept(incoming: Incoming) -> bool:
-    """An answer to one of our Follows; only the followed actor's answer counts."""
+async def _answer(incoming: Incoming, *, accepted: bool) -> bool:
+    """An Accept or Reject of one of our Follows; only the followed actor's answer counts."""
     follow_uri = _follow_id(incoming)
     if not follow_uri:
         return False
@@ -583,23 +582,19 @@ async def handle_accept(incoming: Incoming) -> bool:
         incoming.session,
         follow_uri=follow_uri,
         actor_uri=incoming.actor_uri,
-        accepted=True,
+        accepted=accepted,
         now=incoming.ctx.clock(),
     )
+
+
+@handles("Accept")
+async def handle_accept(incoming: Incoming) -> bool:
+    return await _answer(incoming, accepted=True)
 
 
 @handles("Reject")
 async def handle_reject(incoming: Incoming) -> bool:
-    follow_uri = _follow_id(incoming)
-    if not follow_uri:
-        return False
-    return await following.answered(
-        incoming.session,
-        follow_uri=follow_uri,
-        actor_uri=incoming.actor_uri,
-        accepted=False,
-        now=incoming.ctx.clock(),
-    )
+    return await _answer(incoming, accepted=False)
 
 
 @handles("Announce")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from sqlalchemy import func, select
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from server import cosign, following, letters, timeline
 from server.context import Context
 from server.errors import Conflict, InterOccError, NotFound
-from server.models import Communique, Following
+from server.models import Communique, Following, User
 from server.web.pages import render
 from server.web.session import FormState, read_form, redirect, require_member, require_user
 from server.web.session import text as form_text
@@ -30,6 +31,17 @@ def _ctx(request: Request) -> Context:
 
 def _handle(request: Request) -> str:
     return str(request.path_params["handle"])
+
+
+async def _member_post(request: Request) -> tuple[User, Context, FormData, str]:
+    """A POST by a member of the assembly in the path: who, the context, the form
+    (CSRF-checked) and the handle. Anyone else is refused before anything is read."""
+    user = await require_user(request)
+    ctx = _ctx(request)
+    handle = _handle(request)
+    async with ctx.sessions() as session:
+        await require_member(session, user, handle)
+    return user, ctx, await read_form(request), handle
 
 
 async def timeline_page(request: Request) -> Response:
@@ -47,13 +59,8 @@ async def timeline_page(request: Request) -> Response:
 
 
 async def cosign_post(request: Request) -> Response:
-    user = await require_user(request)
-    ctx = _ctx(request)
-    form = await read_form(request)
+    user, ctx, form, handle = await _member_post(request)
     url = form_text(form, "url", max_length=2048).strip()
-    handle = _handle(request)
-    async with ctx.sessions() as session:
-        await require_member(session, user, handle)
     state = FormState(values={"url": url})
     try:
         target = await cosign.find_target(ctx, url)
@@ -98,13 +105,8 @@ async def following_page(request: Request) -> Response:
 
 
 async def follow_post(request: Request) -> Response:
-    user = await require_user(request)
-    ctx = _ctx(request)
-    form = await read_form(request)
+    _user, ctx, form, handle = await _member_post(request)
     target = form_text(form, "target", max_length=2048).strip()
-    handle = _handle(request)
-    async with ctx.sessions() as session:
-        await require_member(session, user, handle)
     state = FormState(values={"target": target})
     try:
         await following.prefetch(ctx, target)
@@ -162,16 +164,11 @@ def _recipients(raw: str) -> list[str]:
 
 
 async def letter_send(request: Request) -> Response:
-    user = await require_user(request)
-    ctx = _ctx(request)
-    form = await read_form(request)
-    handle = _handle(request)
+    _user, ctx, form, handle = await _member_post(request)
     values = {
         "recipients": form_text(form, "recipients", max_length=5000),
         "content": form_text(form, "content", max_length=letters.MAX_SOURCE + 1),
     }
-    async with ctx.sessions() as session:
-        await require_member(session, user, handle)
     try:
         for target in _recipients(values["recipients"])[: letters.MAX_RECIPIENTS]:
             await following.prefetch(ctx, target)
@@ -223,14 +220,9 @@ async def thread_page(request: Request) -> Response:
 
 
 async def thread_reply(request: Request) -> Response:
-    user = await require_user(request)
-    ctx = _ctx(request)
-    form = await read_form(request)
-    handle = _handle(request)
+    _user, ctx, form, handle = await _member_post(request)
     content = form_text(form, "content", max_length=letters.MAX_SOURCE + 1)
     parent = form_text(form, "in_reply_to", max_length=2048)
-    async with ctx.sessions() as session:
-        await require_member(session, user, handle)
     try:
         async with ctx.sessions() as session, session.begin():
             letter = await letters.write(
