@@ -119,3 +119,23 @@ async def test_static_assets_have_their_types(server: ServerThread) -> None:
         "prefers-color-scheme: dark",
     ):
         assert selector in css.text, selector
+
+
+async def test_csrf_cookie_only_on_pages(ctx: Context, server: ServerThread) -> None:
+    """Pages carry forms and so set the CSRF cookie; federation and feed answers stay
+    cookie-free (shared caches keep them, and servers have no use for cookies)."""
+    await approved_assembly(ctx, "libertyplaza")
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        page = await http.get("/actors/libertyplaza", headers={"Accept": BROWSER})
+        actor = await http.get(
+            "/actors/libertyplaza", headers={"Accept": "application/activity+json"}
+        )
+        feed = await http.get("/actors/libertyplaza/feed.atom")
+        webfinger = await http.get(
+            "/.well-known/webfinger", params={"resource": f"acct:libertyplaza@{ctx.urls.host}"}
+        )
+    assert "interocc_csrf=" in page.headers.get("set-cookie", "")
+    assert "HttpOnly" in page.headers["set-cookie"] and "SameSite=Lax" in page.headers["set-cookie"]
+    for response in (actor, feed, webfinger):
+        assert response.status_code == 200
+        assert "set-cookie" not in response.headers, response.request.url

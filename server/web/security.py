@@ -59,7 +59,8 @@ class SecurityMiddleware:
                         headers[name] = value
                 if self.settings.https and "strict-transport-security" not in headers:
                     headers["strict-transport-security"] = "max-age=31536000"
-                if fresh:
+                # Only pages carry forms: API and federation answers stay cookie-free.
+                if fresh and headers.get("content-type", "").startswith("text/html"):
                     cookie = f"{self.csrf_name}={token}; Path=/; HttpOnly; SameSite=Lax"
                     cookie += f"; Max-Age={CSRF_MAX_AGE}"
                     if self.settings.https:
