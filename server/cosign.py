@@ -18,11 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import activities, assemblies, communiques
 from server.activitypub import delivery
-from server.activitypub.actors import fetch_actor, fetch_document
+from server.activitypub.actors import fetch_document
 from server.activitypub.jsonld import id_of
 from server.activitypub.vocab import PUBLIC
 from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound, RemoteError
+from server.following import prefetch, resolve_actor
 from server.models import Activity, RemoteActor, Share
 from server.timeline import store_post
 
@@ -56,6 +57,7 @@ async def find_target(ctx: Context, url: str) -> Target:
     author = id_of(note.get("attributedTo"))
     if note.get("type") not in {"Note", "Article", "Page", "Question"} or not author:
         raise BadRequest("that URL is not a post", field="url")
+    await prefetch(ctx, author)  # the author's actor, stored before the write transaction
     return Target(str(note["id"]), author, note)
 
 
@@ -77,7 +79,8 @@ async def cosign(
         raise Conflict("this assembly already co-signed it", field="url")
     if await delivery.blocking_domain(session, target.author_uri) is not None:
         raise BadRequest("the author's domain is blocked on this instance", field="url")
-    author: RemoteActor = await fetch_actor(session, ctx, target.author_uri)
+    # Cached by find_target (remote) or read locally (ours): no request in this transaction.
+    author: RemoteActor = await resolve_actor(session, ctx, target.author_uri)
     if target.note is not None:
         await store_post(session, target.note, actor_uri=target.author_uri, now=now)
     # The author's followers are addressed too: the author's server forwards the Announce
@@ -98,6 +101,11 @@ async def cosign(
         now=now,
     )
     inboxes = await delivery.follower_inboxes(session, assembly.id)
+    if target.note is None:
+        # The author is an assembly of this instance: its followers are known here, so
+        # they get the Announce directly (forwarding would find it already on record).
+        _author, _item = await communiques.find_by_url(session, ctx.urls, target.note_id)
+        inboxes += await delivery.follower_inboxes(session, _author.id)
     await delivery.enqueue(session, activity, [*inboxes, author.delivery_inbox], now=now)
     ctx.wake.set()
     return activity

@@ -486,3 +486,27 @@ def test_relay_url_from_its_inbox_url() -> None:
     assert relays.actor_url(" https://relay.example/actor ") == "https://relay.example/actor"
     with pytest.raises(Exception, match="relay's URL"):
         relays.actor_url("relay.example")
+
+
+async def test_cosigning_on_one_instance_reaches_the_authors_followers(
+    ctx: Context, server: ServerThread, peer: Peer
+) -> None:
+    """Both assemblies here: the author's followers are known locally and get the Announce
+    directly; the author's page lists the co-signer."""
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    await approved_assembly(ctx, "plaza", name="Liberty Plaza General Assembly")
+    erin = peer.add_actor("erin")
+    await peer.follow(erin, f"plaza@{ctx.urls.host}")
+    await drain(ctx)
+    published = await post(ctx, "plaza", "Solidarity with every occupation.")
+    await drain(ctx)
+    target = await cosign.find_target(ctx, published.url)
+    async with ctx.sessions() as session, session.begin():
+        announce = await cosign.cosign(session, ctx, handle="sol", target=target, now=ctx.clock())
+    await drain(ctx)
+    received = [r for r in peer.received if r.json and r.json.get("type") == "Announce"]
+    assert len(received) == 1 and received[0].verified, received[0].reason
+    assert received[0].json is not None and received[0].json["id"] == announce.uri
+    async with ctx.sessions() as session:
+        share = (await session.scalars(select(Share))).one()
+    assert share.actor_uri == ctx.urls.actor("sol") and share.actor_type == "Group"

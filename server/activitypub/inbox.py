@@ -608,7 +608,6 @@ async def handle_announce(incoming: Incoming) -> bool:
         return False
     now = ctx.clock()
     if ctx.urls.is_local(object_id):
-        await fetch_actor(session, ctx, incoming.actor_uri)  # its name, for the co-signers
         shared = await cosign.record_share(
             session, ctx, announce=activity, actor_uri=incoming.actor_uri, now=now
         )
