@@ -19,11 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import activities, assemblies
 from server.activitypub import delivery
-from server.activitypub.actors import ACTOR_TTL, fetch_actor, fetch_document, store_actor
-from server.activitypub.jsonld import normalise
+from server.activitypub.actors import (
+    ACTOR_TTL,
+    fetch_actor,
+    fetch_document,
+    local_actor,
+    store_actor,
+)
 from server.activitypub.mentions import _webfinger
 from server.context import Context
-from server.errors import BadRequest, Conflict, NotFound, RemoteError
+from server.errors import BadRequest, Conflict, Gone, NotFound, RemoteError
 from server.models import Assembly, Following, FollowStatus, RemoteActor
 
 HANDLE_RE = re.compile(r"^@?([A-Za-z0-9_][A-Za-z0-9_.-]*)@([A-Za-z0-9.-]+(?::\d{1,5})?)$")
@@ -102,13 +107,10 @@ async def prefetch(ctx: Context, target: str) -> None:
 
 
 async def _local_actor(session: AsyncSession, ctx: Context, handle: str) -> RemoteActor:
-    from server.activitypub.routes import actor_document  # the one actor serialiser
-
     try:
-        assembly = await assemblies.get_public(session, handle)
-    except NotFound:
+        return await local_actor(session, ctx, ctx.urls.actor(handle))
+    except (RemoteError, NotFound, Gone):
         raise BadRequest(f"there is no assembly @{handle} on this instance") from None
-    return await store_actor(session, ctx, normalise(actor_document(ctx, assembly)))
 
 
 async def follow(

@@ -135,15 +135,33 @@ async def store_key(
 async def fetch_actor(
     session: AsyncSession, ctx: Context, uri: str, *, refresh: bool = False
 ) -> RemoteActor:
-    """The cached actor, or a fresh copy fetched from its origin."""
+    """The cached actor, or a fresh copy fetched from its origin (read locally for one of
+    our own assemblies: no request to ourselves, which on SQLite would wait for the write
+    transaction the caller may hold)."""
     actor = (await session.scalars(select(RemoteActor).where(RemoteActor.uri == uri))).first()
     if actor is not None and not refresh and ctx.clock() - actor.fetched_at < ACTOR_TTL:
         return actor
+    if ctx.urls.is_local(uri):
+        return await local_actor(session, ctx, uri)
     doc = await fetch_document(ctx, uri)
     try:
         return await store_actor(session, ctx, doc)
     except BadRequest as exc:
         raise RemoteError(exc.message, detail=uri) from exc
+
+
+async def local_actor(session: AsyncSession, ctx: Context, uri: str) -> RemoteActor:
+    """One of our assemblies as a RemoteActor row (how followers and follows refer to
+    actors), from the same actor document the world fetches."""
+    from server import assemblies  # domain module; imported here to keep layers acyclic
+    from server.activitypub.routes import actor_document  # the one actor serialiser
+
+    handle = uri.removeprefix(ctx.urls.actor(""))
+    assembly = await assemblies.find(session, handle) if "/" not in handle else None
+    if assembly is None:
+        raise RemoteError("no such assembly on this instance", detail=uri)
+    await assemblies.get_public(session, assembly.handle)  # pending, rejected, suspended: no
+    return await store_actor(session, ctx, normalise(actor_document(ctx, assembly)))
 
 
 @dataclass(frozen=True)
