@@ -1,8 +1,13 @@
-"""Delivery throughput: our worker against raw sign+POST to the same loopback sink.
+"""Two measurements, each a ratio against a baseline measured in the same run.
 
-Both sides sign every request afresh and POST it to a uvicorn sink on 127.0.0.1 with the
-same concurrency; the ratio (ours / baseline) is what to watch, not the absolute numbers.
-Run with `make bench` (N deliveries, default 400: `python -m bench 1000`).
+1. Delivery throughput: our worker against raw sign+POST to the same loopback sink. Both
+   sides sign every request afresh and POST it to a uvicorn sink on 127.0.0.1 with the
+   same concurrency.
+2. Incoming JSON-LD: ``normalise`` (expand, coerce, compact against our context) against a
+   bare pyld expansion of the same Mastodon Create, both with our offline loader.
+
+The ratios are what to watch, not the absolute numbers. Run with `make bench` (N
+deliveries, default 400: `python -m bench 1000`).
 """
 
 from __future__ import annotations
@@ -100,6 +105,27 @@ async def ours(base: str, n: int, workdir: Path) -> float:
         await ctx.aclose()
 
 
+def normalise_ratio(runs: int = 200) -> tuple[float, float]:
+    """Seconds per call: bare pyld expansion, then our full normalise, same document."""
+    from pyld import jsonld as pyld
+
+    from server.activitypub import jsonld
+    from tests.test_jsonld import MASTODON_CREATE
+
+    options = jsonld._options()
+    jsonld.normalise(MASTODON_CREATE)  # warm both caches
+    pyld.expand(MASTODON_CREATE, options)
+    start = time.perf_counter()
+    for _ in range(runs):
+        pyld.expand(MASTODON_CREATE, options)
+    bare = (time.perf_counter() - start) / runs
+    start = time.perf_counter()
+    for _ in range(runs):
+        jsonld.normalise(MASTODON_CREATE)
+    ours = (time.perf_counter() - start) / runs
+    return bare, ours
+
+
 async def main(n: int) -> None:
     app, seen = sink()
     body = b'{"type":"Create","object":{"type":"Note","content":"' + b"x" * 800 + b'"}}'
@@ -111,6 +137,11 @@ async def main(n: int) -> None:
     print(f"baseline raw sign+POST: {n / raw:8.1f}/s")
     print(f"interocc worker:        {n / mine:8.1f}/s")
     print(f"ratio (worker/baseline): {raw / mine:.2f}")
+    bare, full = normalise_ratio()
+    print("incoming JSON-LD, one Mastodon Create:")
+    print(f"baseline pyld expand:   {bare * 1000:8.2f} ms")
+    print(f"interocc normalise:     {full * 1000:8.2f} ms")
+    print(f"ratio (normalise/expand): {full / bare:.2f}")
 
 
 if __name__ == "__main__":
