@@ -510,3 +510,33 @@ async def test_cosigning_on_one_instance_reaches_the_authors_followers(
     async with ctx.sessions() as session:
         share = (await session.scalars(select(Share))).one()
     assert share.actor_uri == ctx.urls.actor("sol") and share.actor_type == "Group"
+
+
+async def test_forwarded_activity_is_taken_as_its_origin_serves_it(
+    ctx: Context, server: ServerThread, ctx_b: Context, server_b: ServerThread, peer: Peer
+) -> None:
+    """A Create by B's assembly, forwarded to A by a third server that tampered with it:
+    A takes the activity from B (its origin), not the forwarder's copy."""
+    from server.models import Activity
+
+    await approved_assembly(ctx, "sol", name="Asamblea de Sol")
+    await approved_assembly(ctx_b, "plaza", name="Liberty Plaza General Assembly")
+    await a_follows_b(ctx, ctx_b)
+    published = await post(ctx_b, "plaza", "The assembly meets at 7pm.")
+    async with ctx_b.sessions() as session:
+        create = (
+            await session.scalars(select(Activity).where(Activity.uri == published.activity.uri))
+        ).one()
+    forged = dict(create.document)
+    forged["object"] = {**forged["object"], "content": "<p>The assembly is cancelled.</p>"}
+    forwarder = peer.add_actor("forwarder")
+    answer = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), forged)
+    assert answer.status_code == 202 and answer.json()["status"] == "accepted"
+    async with ctx.sessions() as session:
+        sol = await assemblies.get(session, "sol")
+        ((_entry, shown),) = await timeline.entries(session, sol.id)
+    assert "7pm" in shown.content_html and "cancelled" not in shown.content_html
+
+    # Forwarded again (same id): a duplicate, nothing changes.
+    again = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), forged)
+    assert again.status_code == 202 and again.json()["status"] == "duplicate"

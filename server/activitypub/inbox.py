@@ -169,7 +169,7 @@ async def authenticate(
         ).first()
     failure = check(cached.public_key_pem) if cached is not None else None
     if cached is not None and failure is None:
-        return Signed(raw, actor_uri, cached.owner_uri, None)
+        return await _forwarded(ctx, Signed(raw, actor_uri, cached.owner_uri, None))
     # Not cached, or the key may have been rotated since we cached it: fetch it (once).
     try:
         fetched = await resolve_key(ctx, info.key_id)
@@ -184,7 +184,33 @@ async def authenticate(
     failure = check(fetched.pem)
     if failure is not None:
         raise Unauthorized(f"signature not verified: {failure.reason}")
-    return Signed(raw, actor_uri, fetched.owner_uri, fetched)
+    return await _forwarded(ctx, Signed(raw, actor_uri, fetched.owner_uri, fetched))
+
+
+async def _forwarded(ctx: Context, signed: Signed) -> Signed:
+    """A request signed by someone other than the activity's actor is a forwarded activity
+    (ActivityPub §7.1.2: a co-signature passed on to an author's followers, a reply passed on
+    to a thread's audience). The forwarder's signature says nothing about the actor, so the
+    activity is taken only as its origin serves it at its id; what the forwarder sent is
+    dropped. Without that confirmation it is refused as before."""
+    if signed.owner_uri in (None, signed.actor_uri):
+        return signed
+    refused = "the signing key does not belong to the activity's actor"
+    activity_id = id_of(signed.raw.get("id"))
+    if not activity_id or not same_origin(activity_id, signed.actor_uri):
+        raise Unauthorized(refused)
+    try:
+        fetched = await ctx.client.fetch_json(activity_id, auth=ctx.instance_auth())
+    except RemoteError as exc:
+        raise Unauthorized(f"{refused}, and its origin does not serve it") from exc
+    original = fetched.document
+    if (
+        fetched.url != activity_id
+        or id_of(original.get("id")) != activity_id
+        or id_of(original.get("actor")) != signed.actor_uri
+    ):
+        raise Unauthorized(f"{refused}, and its origin serves something else")
+    return Signed(original, signed.actor_uri, signed.actor_uri, signed.fetched_key)
 
 
 async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
