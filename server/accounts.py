@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -73,7 +74,8 @@ async def create_user(
     status: UserStatus = UserStatus.ACTIVE,
 ) -> User:
     email = normalise_email(email)
-    password_hash = hash_password(password)
+    # argon2 costs tens of milliseconds of CPU: off the event loop.
+    password_hash = await asyncio.to_thread(hash_password, password)
     if await find_by_email(session, email) is not None:
         raise Conflict("an account with this e-mail address already exists", field="email")
     user = User(email=email, password_hash=password_hash, is_admin=is_admin, status=status)
@@ -87,7 +89,7 @@ async def set_password(session: AsyncSession, email: str, password: str) -> User
     user = await find_by_email(session, email)
     if user is None:
         raise NotFound(f"no account with the e-mail address {email[:100]!r}")
-    user.password_hash = hash_password(password)
+    user.password_hash = await asyncio.to_thread(hash_password, password)
     await session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     await session.flush()
     return user
@@ -124,7 +126,10 @@ async def authenticate(
             None, "too many failed attempts: wait 15 minutes and try again", limited=True
         )
     user = await find_by_email(session, email) if email else None
-    ok = _verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+    checked = await asyncio.to_thread(
+        _verify, user.password_hash if user else _DUMMY_HASH, password
+    )
+    ok = checked and user is not None
     if not ok or user is None:
         session.add_all([LoginFailure(key=k, attempted_at=now) for k in keys])
         # Old failures are of no further use.
