@@ -54,15 +54,9 @@ async def resolve_actor(session: AsyncSession, ctx: Context, target: str) -> Rem
             return await _local_actor(session, ctx, user.lower())
         if await delivery.blocking_domain(session, f"https://{host}/") is not None:
             raise BadRequest(f"{host} is blocked on this instance")
-        candidates = (
-            await session.scalars(
-                select(RemoteActor).where(RemoteActor.preferred_username == user).limit(50)
-            )
-        ).all()
-        for cached in candidates:
-            fresh = ctx.clock() - cached.fetched_at < ACTOR_TTL
-            if fresh and urlsplit(cached.uri).netloc.lower() == host:
-                return cached
+        cached = await _cached_handle(session, ctx, user, host)
+        if cached is not None:
+            return cached
         try:
             uri = await _webfinger(ctx, user, host)
         except RemoteError as exc:
@@ -73,6 +67,22 @@ async def resolve_actor(session: AsyncSession, ctx: Context, target: str) -> Rem
         return await fetch_actor(session, ctx, uri)
     except RemoteError as exc:
         raise BadRequest(f"cannot fetch {uri[:200]}: {exc.message}") from exc
+
+
+async def _cached_handle(
+    session: AsyncSession, ctx: Context, user: str, host: str
+) -> RemoteActor | None:
+    """A fresh cached actor for @user@host (host with its port, as in the actor's URL)."""
+    candidates = (
+        await session.scalars(
+            select(RemoteActor).where(RemoteActor.preferred_username == user).limit(50)
+        )
+    ).all()
+    for cached in candidates:
+        fresh = ctx.clock() - cached.fetched_at < ACTOR_TTL
+        if fresh and urlsplit(cached.uri).netloc.lower() == host:
+            return cached
+    return None
 
 
 async def prefetch(ctx: Context, target: str) -> None:
@@ -88,6 +98,9 @@ async def prefetch(ctx: Context, target: str) -> None:
         match = HANDLE_RE.match(target)
         if match is None or match.group(2).lower() == ctx.urls.host:
             return
+        async with ctx.sessions() as session:
+            if await _cached_handle(session, ctx, match.group(1), match.group(2).lower()):
+                return
         try:
             uri = await _webfinger(ctx, match.group(1), match.group(2).lower())
         except RemoteError:
@@ -95,6 +108,9 @@ async def prefetch(ctx: Context, target: str) -> None:
     async with ctx.sessions() as session:
         if await delivery.blocking_domain(session, uri) is not None:
             return
+        cached = (await session.scalars(select(RemoteActor).where(RemoteActor.uri == uri))).first()
+        if cached is not None and ctx.clock() - cached.fetched_at < ACTOR_TTL:
+            return  # fresh enough: resolve_actor will use it
     try:
         doc = await fetch_document(ctx, uri)
     except RemoteError:

@@ -145,6 +145,18 @@ async def _letter(session: AsyncSession, assembly_id: int, uri: str) -> Letter |
     return (await session.scalars(query)).first()
 
 
+async def correspondents(ctx: Context, handle: str, letter_uri: str) -> list[str]:
+    """Who an answer to ``letter_uri`` goes to by default (empty if there is no such
+    letter): its author and its other recipients."""
+    async with ctx.sessions() as session:
+        assembly = await assemblies.find(session, handle)
+        parent = await _letter(session, assembly.id, letter_uri) if assembly else None
+    if parent is None:
+        return []
+    me = ctx.urls.actor(handle)
+    return [u for u in dict.fromkeys([parent.actor_uri, *parent.recipients]) if u != me]
+
+
 def _addressed(note: Doc) -> set[str]:
     found = {id_of(v) for k in ("to", "cc", "bto", "audience") for v in as_list(note.get(k))}
     return {u for u in found if u}

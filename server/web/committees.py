@@ -223,6 +223,9 @@ async def thread_reply(request: Request) -> Response:
     _user, ctx, form, handle = await _member_post(request)
     content = form_text(form, "content", max_length=letters.MAX_SOURCE + 1)
     parent = form_text(form, "in_reply_to", max_length=2048)
+    # The thread's correspondents, refreshed if need be before the write transaction.
+    for target in await letters.correspondents(ctx, handle, parent):
+        await following.prefetch(ctx, target)
     try:
         async with ctx.sessions() as session, session.begin():
             letter = await letters.write(
