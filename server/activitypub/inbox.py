@@ -214,10 +214,14 @@ async def _forwarded(ctx: Context, signed: Signed) -> Signed:
 
 
 async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
-    """An Announce's object, fetched from its origin before the write transaction opens,
-    when an assembly of ours follows the announcer (the object goes on its timeline). The
-    embedded copy, if any, is never trusted: the object's own server is asked."""
+    """Network lookups a handler needs, done before the write transaction opens: a
+    follower's stale actor document (refreshed in the cache), and an Announce's object,
+    fetched from its origin when an assembly of ours follows the announcer or it is a relay
+    (the embedded copy, if any, is never trusted). Returns the Announce's object."""
     raw = signed.raw
+    if raw.get("type") == "Follow" and signed.owner_uri == signed.actor_uri:
+        # The follower's actor document, refreshed now if stale: handle_follow reads it.
+        await following.prefetch(ctx, signed.actor_uri)
     if raw.get("type") != "Announce" or signed.owner_uri != signed.actor_uri:
         return None
     object_id = id_of(raw.get("object"))
