@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import assemblies, instance
+from server import assemblies, communiques, instance
 from server.activitypub.vocab import iso
 from server.context import Context
 from server.models import Assembly, AssemblyStatus, Communique, Media
@@ -28,7 +28,6 @@ from server.urls import ACTOR_FEED, INSTANCE_FEED, Urls
 from server.web.public import (
     absolute_url,
     assembly_feed_url,
-    attachments_of,
     excerpt,
     media_path,
     plain_text,
@@ -210,7 +209,7 @@ async def instance_feed(request: Request) -> Response:
     async with ctx.sessions() as session:
         info = await instance.load(session, ctx.settings)
         rows = await _latest(session, assembly_id=None)
-        files = await attachments_of(session, [c.id for _, c in rows])
+        files = await communiques.attachments_of(session, [c.id for _, c in rows])
     feed = Feed(
         id=ctx.urls.feed(),
         title=info.name,
@@ -232,7 +231,7 @@ async def assembly_feed(request: Request) -> Response:
         # Pending and rejected assemblies are 404, suspended ones 410, as on their pages.
         assembly = await assemblies.get_public(session, request.path_params["handle"])
         rows = await _latest(session, assembly_id=assembly.id)
-        files = await attachments_of(session, [c.id for _, c in rows])
+        files = await communiques.attachments_of(session, [c.id for _, c in rows])
     self_url = assembly_feed_url(ctx.urls, assembly.handle)
     feed = Feed(
         id=self_url,

@@ -13,7 +13,6 @@ functions here taking ``(session, *, values)``, so the handlers stay thin; the A
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -38,7 +37,6 @@ from server.models import (
     Follower,
     FollowerStatus,
     Media,
-    MediaPurpose,
     Membership,
     RemoteActor,
 )
@@ -250,27 +248,6 @@ async def recent_communiques(
     return (await session.scalars(query)).all()
 
 
-async def attachments_of(
-    session: AsyncSession, communique_ids: Sequence[int]
-) -> dict[int, list[Media]]:
-    """Each communiqué's attachments, in their order; one query for a whole page."""
-    if not communique_ids:
-        return {}
-    query = (
-        select(Media)
-        .where(
-            Media.communique_id.in_(communique_ids),
-            Media.purpose == MediaPurpose.ATTACHMENT,
-        )
-        .order_by(Media.communique_id, Media.position, Media.id)
-    )
-    found: dict[int, list[Media]] = defaultdict(list)
-    for media in (await session.scalars(query)).all():
-        if media.communique_id is not None:
-            found[media.communique_id].append(media)
-    return dict(found)
-
-
 async def reply_authors(session: AsyncSession, actor_uris: Sequence[str]) -> dict[str, str]:
     """``@user@domain`` for the repliers whose actor documents we hold."""
     if not actor_uris:
@@ -381,7 +358,7 @@ async def assembly_page(request: Request, assembly: Assembly) -> Response:
         )
         total = await assemblies.communique_count(session, assembly.id)
         followers = await assemblies.follower_count(session, assembly.id)
-        files = await attachments_of(session, [c.id for c in items])
+        files = await communiques.attachments_of(session, [c.id for c in items])
     if page > 1 and not items:
         raise NotFound("there is no such page of communiqués")
     return await render(
@@ -413,7 +390,7 @@ async def communique_page(request: Request, assembly: Assembly, item: Communique
         # Co-signers are the assemblies (Group actors) that announced it; other boosts are
         # counted in the shares collection but not listed as signatures.
         cosigners = [s for s in await cosign.shares_of(session, item.id) if s.actor_type == "Group"]
-        files = (await attachments_of(session, [item.id])).get(item.id, [])
+        files = (await communiques.attachments_of(session, [item.id])).get(item.id, [])
         member = user is not None and await is_member(
             session, assembly_id=assembly.id, user_id=user.id
         )
