@@ -19,12 +19,13 @@ import pytest
 from sqlalchemy import select
 
 from server.activitypub.actors import ACTOR_TYPES, parse_actor, public_keys_of, store_actor
-from server.activitypub.inbox import NOTE_TYPES, _content_of
+from server.activitypub.inbox import NOTE_TYPES
 from server.activitypub.jsonld import as_list, id_of, normalise
 from server.activitypub.signatures import load_public_key
 from server.content import sanitise_html
 from server.context import Context
 from server.models import RemoteActor, RemoteKey
+from server.timeline import content_of
 
 FIXTURES = Path(__file__).parent / "fixtures" / "remote"
 ALL = sorted(FIXTURES.glob("*/*.json"))
@@ -163,7 +164,7 @@ def test_note_content_survives_and_is_sanitised(path: Path) -> None:
     assert note is not None, "the note was lost in normalisation"
     assert id_of(note.get("id")) == raw_note["id"]
 
-    stored = _content_of(note)  # what the inbox keeps for a reply
+    stored = content_of(note)  # what the inbox keeps for a reply
     assert _text(stored) == _text(raw_note["content"])
 
     hostile = (

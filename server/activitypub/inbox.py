@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -49,7 +47,6 @@ from server.activitypub.signatures import (
     parse_signature,
     verify_request,
 )
-from server.content import sanitise_html
 from server.context import Context
 from server.errors import BadRequest, Forbidden, NotFound, RemoteError, Unauthorized
 from server.models import (
@@ -67,7 +64,6 @@ log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 NOTE_TYPES = {"Note", "Article", "Page", "Question"}
-MAX_REPLY_HTML = 100_000
 
 
 @dataclass(frozen=True)
@@ -423,18 +419,6 @@ async def handle_flag(incoming: Incoming) -> bool:
     return report is not None
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        # Fedify sends nanoseconds; fromisoformat takes at most microseconds.
-        text = re.sub(r"(\.\d{6})\d+", r"\1", value.strip()).replace("Z", "+00:00")
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _note_of(incoming: Incoming) -> Doc | None:
     """The embedded Note/Article/Page of a Create or Update, checked against its actor."""
     obj = incoming.activity.get("object")
@@ -446,14 +430,6 @@ def _note_of(incoming: Incoming) -> Doc | None:
     if id_of(obj.get("attributedTo")) not in {None, incoming.actor_uri}:
         raise Forbidden("the object is attributed to someone else")
     return obj
-
-
-def _content_of(note: Doc) -> str:
-    content = note.get("content")
-    if not isinstance(content, str):
-        mapped = note.get("contentMap")
-        content = next(iter(mapped.values()), "") if isinstance(mapped, dict) and mapped else ""
-    return sanitise_html(str(content))[:MAX_REPLY_HTML]
 
 
 @handles("Create")
@@ -528,9 +504,9 @@ async def _store_reply(incoming: Incoming, note: Doc) -> bool:
             uri=uri,
             communique_id=communique.id,
             actor_uri=incoming.actor_uri,
-            content_html=_content_of(note),
+            content_html=timeline.content_of(note),
             url=id_of(note.get("url")),
-            published_at=_parse_time(note.get("published")) or now,
+            published_at=timeline.parse_time(note.get("published")) or now,
             document=note,
             received_at=now,
         )
@@ -575,9 +551,9 @@ async def handle_update(incoming: Incoming) -> bool:
         ).first()
         if reply is None:
             return posted
-        reply.content_html = _content_of(note)
+        reply.content_html = timeline.content_of(note)
         reply.document = note
-        reply.updated_at = _parse_time(note.get("updated")) or incoming.ctx.clock()
+        reply.updated_at = timeline.parse_time(note.get("updated")) or incoming.ctx.clock()
         await incoming.session.flush()
         return True
     obj = incoming.activity.get("object")
