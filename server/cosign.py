@@ -25,7 +25,7 @@ from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound, RemoteError
 from server.following import prefetch, resolve_actor
 from server.models import Activity, RemoteActor, Share
-from server.timeline import store_post
+from server.timeline import NOTE_TYPES, store_post
 
 Doc = dict[str, Any]
 
@@ -55,7 +55,7 @@ async def find_target(ctx: Context, url: str) -> Target:
     except RemoteError as exc:
         raise BadRequest(f"cannot fetch that communiqué: {exc.message}", field="url") from exc
     author = id_of(note.get("attributedTo"))
-    if note.get("type") not in {"Note", "Article", "Page", "Question"} or not author:
+    if note.get("type") not in NOTE_TYPES or not author:
         raise BadRequest("that URL is not a post", field="url")
     await prefetch(ctx, author)  # the author's actor, stored before the write transaction
     return Target(str(note["id"]), author, note)

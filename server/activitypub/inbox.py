@@ -63,7 +63,7 @@ from server.models import (
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-NOTE_TYPES = {"Note", "Article", "Page", "Question"}
+NOTE_TYPES = timeline.NOTE_TYPES
 
 
 @dataclass(frozen=True)
