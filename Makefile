@@ -17,7 +17,7 @@ PORT ?= 8000
 export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
 export INTEROCC_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: install run test test-sqlite test-postgres lint bench clean chromium
+.PHONY: install run test test-sqlite test-postgres test-reference lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -63,14 +63,24 @@ $(BROWSER_STAMP): $(BROWSER_TESTS)/package-lock.json $(BROWSER_TESTS)/package.js
 	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund
 	touch $@
 
+# The whole suite but the reference leg: it needs nothing outside the repository.
+PYTEST_MAIN := $(BIN)/pytest --ignore=tests/reference
+
 test: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
-	$(BIN)/pytest
+	$(PYTEST_MAIN)
 
 test-sqlite: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
-	INTEROCC_TEST_BACKENDS=sqlite $(BIN)/pytest
+	INTEROCC_TEST_BACKENDS=sqlite $(PYTEST_MAIN)
 
 test-postgres: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
-	INTEROCC_TEST_BACKENDS=postgresql $(BIN)/pytest
+	INTEROCC_TEST_BACKENDS=postgresql $(PYTEST_MAIN)
+
+# Other projects' real documents and published vectors, kept outside the repository
+# (INTEROCC_REFERENCE_DIR, relative to this folder; default ../shared/reference).
+export INTEROCC_REFERENCE_DIR ?= ../shared/reference
+test-reference: install
+	@test -d "$(INTEROCC_REFERENCE_DIR)/remote" || { echo "make test-reference: no reference documents at $(INTEROCC_REFERENCE_DIR) (set INTEROCC_REFERENCE_DIR)"; exit 2; }
+	$(BIN)/pytest tests/reference
 
 lint: install
 	$(BIN)/ruff check server tests bench

@@ -40,7 +40,7 @@ from server.models import (
 from tests.conftest import SECRET, _pg_admin, _pg_url, make_settings
 
 INTEROCC = Path(sys.executable).parent / "interocc"
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+SEED = Path(__file__).resolve().parent.parent / "docs" / "founding-communique.txt"
 BASE_URL = "http://127.0.0.1:8765"
 PASSWORD_TYPED = "correct horse battery staple"
 
@@ -175,9 +175,8 @@ def communique_url(public_id: str, handle: str = "libertyplaza") -> str:
 
 
 def seed_file() -> Path:
-    seeds = sorted(SEEDS.glob("*.txt"))
-    assert seeds, f"no seed text in {SEEDS}"
-    return seeds[0]
+    assert SEED.is_file(), f"no seed text at {SEED}"
+    return SEED
 
 
 # ---- tests -------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ rest of the server can read plain AS2 short names and never has to interpret a `
 
 Context documents are never fetched: a remote document names the contexts it wants, and letting
 it make us issue requests would be both a server-side request forgery vector and a way to make
-our parsing depend on a third party's uptime. Well-known contexts are bundled in ``contexts/``;
-any other context URL is treated as empty, so its terms are dropped rather than the activity
-being refused.
+our parsing depend on a third party's uptime. The W3C contexts that pyld ships are read from the
+installed pyld package, the other well-known ones from our own tables (``context_tables``), and
+our own ``interocc`` context from ``contexts/``; any other context URL is treated as empty, so
+its terms are dropped rather than the activity being refused.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pyld import jsonld as _pyld
+from pyld.documentloader.frozen import BUNDLED_CONTEXTS
+
+from server.activitypub import context_tables
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +37,17 @@ AS_PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
 _CONTEXT_DIR = Path(__file__).parent / "contexts"
 
 # Pleroma and its forks put "https://<their host>/schemas/litepub-0.1.jsonld" in every document,
-# so the URL differs per instance; all of them serve (a version of) the same file.
+# so the URL differs per instance; all of them serve (a version of) the same document.
 _LITEPUB_SUFFIX = "/schemas/litepub-0.1.jsonld"
-_LITEPUB_FILE = "pleroma-litepub-0.1.json"
+_LITEPUB = "litepub-0.1"
 # Every InterOcc instance serves its own copy of the interocc context at this path.
 _INTEROCC_PATH = "/ns/interocc/v1"
 _INTEROCC_FILE = "interocc-v1.json"
+_INTEROCC = "interocc"
+# The W3C contexts pyld ships with itself, and their other published spellings.
+_PYLD_ALIASES = {
+    "https://www.w3.org/ns/activitystreams.jsonld": "https://www.w3.org/ns/activitystreams",
+}
 
 _AS = "https://www.w3.org/ns/activitystreams"
 
@@ -100,16 +109,25 @@ class JsonLdError(Exception):
 
 @functools.cache
 def _index() -> dict[str, str]:
-    with (_CONTEXT_DIR / "index.json").open(encoding="utf-8") as f:
-        index: dict[str, str] = json.load(f)
+    """Context URL → the key ``_bundled`` answers it with."""
+    index = {url: url for url in BUNDLED_CONTEXTS}
+    index.update({alias: url for alias, url in _PYLD_ALIASES.items()})
+    index.update({url: url for url in context_tables.tables()})
     return index
 
 
 @functools.cache
-def _bundled(name: str) -> dict[str, Any]:
-    with (_CONTEXT_DIR / name).open(encoding="utf-8") as f:
-        document: dict[str, Any] = json.load(f)
-    return document
+def _bundled(key: str) -> dict[str, Any]:
+    if key == _INTEROCC:
+        with (_CONTEXT_DIR / _INTEROCC_FILE).open(encoding="utf-8") as f:
+            ours: dict[str, Any] = json.load(f)
+        return ours
+    if key == _LITEPUB:
+        return context_tables.pleroma_litepub()
+    if key in BUNDLED_CONTEXTS:
+        shipped: dict[str, Any] = json.loads(BUNDLED_CONTEXTS[key].read_text(encoding="utf-8"))
+        return shipped
+    return context_tables.tables()[key]
 
 
 def _candidates(url: str) -> list[str]:
@@ -140,9 +158,9 @@ def _lookup(url: str) -> str | None:
         if candidate in index:
             return index[candidate]
     if candidates and urlsplit(candidates[0]).path.endswith(_LITEPUB_SUFFIX):
-        return _LITEPUB_FILE
+        return _LITEPUB
     if candidates and urlsplit(candidates[0]).path.rstrip("/") == _INTEROCC_PATH:
-        return _INTEROCC_FILE
+        return _INTEROCC
     return None
 
 
