@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -26,10 +28,19 @@ EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1000
 
-# At most this many failed logins per e-mail address, and per client address, per window.
+# The login limiter counts failed logins within a window, per (e-mail address, client
+# address) pair and per client address: an attacker at one address spends only that
+# address's budget, never the account's, so it cannot lock the owner out from elsewhere.
+# An account that fails from many addresses at once (ACCOUNT_STRAIN, far above what one
+# address may spend) is under a distributed attack: each address then gets a single failure
+# for it per window, which slows the guessing while the owner, whose own address has no
+# failures, still signs in.
 FAILURE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_EMAIL = 5
+MAX_FAILURES_PER_PAIR = 5
 MAX_FAILURES_PER_CLIENT = 20
+ACCOUNT_STRAIN = 50
+MAX_FAILURES_PER_PAIR_UNDER_STRAIN = 1
+LIMITED = "too many failed attempts: wait 15 minutes and try again"
 
 
 def normalise_email(raw: str) -> str:
@@ -104,6 +115,38 @@ class LoginResult:
     limited: bool = False
 
 
+def client_network(client: str) -> str:
+    """The client address as the limiter counts it: an IPv4 address as it is, an IPv6
+    address by its /64, which one subscriber usually holds whole (RFC 6177) and could
+    otherwise walk through for fresh budgets."""
+    try:
+        address = ipaddress.ip_address(client.strip())
+    except ValueError:
+        return client.strip()[:200]  # "unknown" (no client), or a proxy's odd value
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def limiter_keys(secret: str, *, email: str, client: str) -> tuple[str, str, str]:
+    """The (pair, client, account) keys a failed login is counted under.
+
+    Keyed hashes (HMAC-SHA256 with the instance's secret key), so the table never holds a
+    client address nor a typed e-mail address (people type passwords there too), and the
+    values cannot be recovered by hashing every IPv4 address without the secret.
+    """
+    network = client_network(client)
+
+    def key(kind: str, *parts: str) -> str:
+        message = "\x00".join((kind, *parts)).encode("utf-8", "surrogatepass")
+        digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+        return f"{kind}:{digest}"
+
+    return key("pair", email, network), key("client", network), key("account", email)
+
+
 async def _failures(session: AsyncSession, key: str, since: datetime) -> int:
     query = select(func.count(LoginFailure.id)).where(
         LoginFailure.key == key, LoginFailure.attempted_at >= since
@@ -111,20 +154,34 @@ async def _failures(session: AsyncSession, key: str, since: datetime) -> int:
     return int((await session.scalar(query)) or 0)
 
 
+async def _limited(session: AsyncSession, keys: tuple[str, str, str], since: datetime) -> bool:
+    pair, client, account = keys
+    if await _failures(session, client, since) >= MAX_FAILURES_PER_CLIENT:
+        return True
+    pair_failures = await _failures(session, pair, since)
+    if pair_failures >= MAX_FAILURES_PER_PAIR:
+        return True
+    if pair_failures < MAX_FAILURES_PER_PAIR_UNDER_STRAIN:
+        return False  # a clean address is never refused for the account's sake
+    return await _failures(session, account, since) >= ACCOUNT_STRAIN
+
+
 async def authenticate(
-    session: AsyncSession, *, email: str, password: str, client: str, now: datetime
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    client: str,
+    secret: str,
+    now: datetime,
 ) -> LoginResult:
-    """Check a login. Failures are recorded in ``session`` (the caller commits either way)."""
+    """Check a login from the client address ``client``. Failures are recorded in
+    ``session`` (the caller commits either way) under keys hashed with ``secret``."""
     email = email.strip().lower()[:254]
-    keys = (f"email:{email}", f"client:{client[:200]}")
+    keys = limiter_keys(secret, email=email, client=client)
     since = now - FAILURE_WINDOW
-    if (
-        await _failures(session, keys[0], since) >= MAX_FAILURES_PER_EMAIL
-        or await _failures(session, keys[1], since) >= MAX_FAILURES_PER_CLIENT
-    ):
-        return LoginResult(
-            None, "too many failed attempts: wait 15 minutes and try again", limited=True
-        )
+    if await _limited(session, keys, since):
+        return LoginResult(None, LIMITED, limited=True)
     user = await find_by_email(session, email) if email else None
     checked = await asyncio.to_thread(
         _verify, user.password_hash if user else _DUMMY_HASH, password
@@ -132,7 +189,7 @@ async def authenticate(
     ok = checked and user is not None
     if not ok or user is None:
         session.add_all([LoginFailure(key=k, attempted_at=now) for k in keys])
-        # Old failures are of no further use.
+        # Old failures are of no further use: nothing is kept past its window.
         await session.execute(delete(LoginFailure).where(LoginFailure.attempted_at < since))
         return LoginResult(None, "wrong e-mail address or password")
     if user.status == UserStatus.PENDING:

@@ -21,7 +21,7 @@ from server.activitypub import routes as ap_routes
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings
 from server.context import Context, create_context
-from server.errors import InterOccError, LoginRequired
+from server.errors import InterOccError, LoginRequired, TooManyRequests
 from server.web import (
     account,
     admin,
@@ -33,6 +33,7 @@ from server.web import (
     public,
     relays,
 )
+from server.web.access_log import AccessLogMiddleware
 from server.web.pages import HERE as WEB_DIR
 from server.web.pages import create_templates, render
 from server.web.security import SecurityMiddleware
@@ -57,9 +58,14 @@ async def _error(request: Request, exc: Exception) -> Response:
         log.error("%s %s: %s", request.method, request.url.path, exc)
     elif exc.detail:
         log.info("%s %s: %s (%s)", request.method, request.url.path, exc.message, exc.detail)
+    response: Response
     if _wants_html(request):
-        return await render(request, "error.html", status=exc.status, message=exc.message)
-    return JSONResponse({"error": exc.message}, status_code=exc.status)
+        response = await render(request, "error.html", status=exc.status, message=exc.message)
+    else:
+        response = JSONResponse({"error": exc.message}, status_code=exc.status)
+    if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -116,7 +122,10 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityMiddleware, settings=settings)],
+        middleware=[
+            Middleware(AccessLogMiddleware),
+            Middleware(SecurityMiddleware, settings=settings),
+        ],
         exception_handlers={
             InterOccError: _error,
             StarletteHTTPException: _http_error,

@@ -277,6 +277,18 @@ async def update_profile(
     return assembly, changed
 
 
+async def set_publish_social_graph(session: AsyncSession, *, handle: str, publish: bool) -> bool:
+    """Whether the assembly's followers and following collections list their members
+    (``publish``) or give only their totals; returns whether that changed. Not part of the
+    actor document, so nothing is sent to followers' servers."""
+    assembly = await get(session, handle)
+    if assembly.publish_social_graph == publish:
+        return False
+    assembly.publish_social_graph = publish
+    await session.flush()
+    return True
+
+
 @dataclass(frozen=True)
 class ImageChange:
     """A new avatar or header, and the rows of the ones it replaces (their files are

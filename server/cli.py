@@ -320,6 +320,25 @@ async def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
         await ctx.aclose()
 
 
+def serve_options(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """How ``interocc serve`` runs uvicorn.
+
+    uvicorn's access log is off: it prints every client's address (and query strings).
+    The app logs each request itself without them (server.web.access_log). No WebSocket
+    protocol either: we serve none, and uvicorn's WebSocket lines print addresses too.
+    """
+    return {
+        "host": args.host,
+        "port": args.port,
+        "proxy_headers": True,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "ws": "none",
+        "server_header": False,
+    }
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -327,15 +346,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     asyncio.run(_check_schema(settings))
     app = create_app(settings, run_worker=args.with_worker)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        proxy_headers=True,
-        forwarded_allow_ips=args.forwarded_allow_ips,
-        log_level=settings.log_level.lower(),
-        server_header=False,
-    )
+    uvicorn.run(app, **serve_options(settings, args))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,10 +18,11 @@ from server import activities, assemblies, polls, ratification, relays
 from server.activitypub import delivery
 from server.activitypub.mentions import Mention
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
-from server.content import render_markdown
+from server.content import render_markdown, safe_link
 from server.errors import BadRequest, Gone, NotFound
 from server.media import media_url
 from server.models import Activity, Assembly, Communique, Media, MediaPurpose, Reply
+from server.timeline import bounded_note, content_of, link_of, parse_time
 from server.urls import COMMUNIQUE, Urls, new_public_id
 
 MAX_SOURCE = 50_000
@@ -199,13 +200,20 @@ def _link_attachments(communique: Communique, attachments: Sequence[Media]) -> N
 
 def _link_mentions(content_html: str, mentions: Sequence[Mention]) -> str:
     for m in mentions:
+        # The page URL comes from the mentioned actor's document: http(s) only, else the
+        # mention stays text.
+        url = safe_link(m.url) or safe_link(m.href)
+        if url is None:
+            continue
         user = html.escape(m.name.split("@")[1])
         link = (
-            f'<span class="h-card"><a href="{html.escape(m.url, quote=True)}" '
+            f'<span class="h-card"><a href="{html.escape(url, quote=True)}" '
             f'class="u-url mention">@<span>{user}</span></a></span>'
         )
         content_html = re.sub(
-            r"(?<![\w@/])" + re.escape(html.escape(m.name)) + r"(?![\w@])", link, content_html
+            r"(?<![\w@/])" + re.escape(html.escape(m.name)) + r"(?![\w@])",
+            link.replace("\\", "\\\\"),  # the link as is, never a template of \1 groups
+            content_html,
         )
     return content_html
 
@@ -424,6 +432,49 @@ async def recent(
         .limit(limit)
     )
     return (await session.scalars(query)).all()
+
+
+async def store_reply(
+    session: AsyncSession,
+    *,
+    communique_id: int,
+    note: dict[str, Any],
+    actor_uri: str,
+    now: datetime,
+) -> Reply | None:
+    """Keep a remote reply to one of our communiqués (``note`` checked against its actor by
+    the caller) as :func:`server.timeline.bounded_note` cuts it down: content sanitised, its
+    link http(s) or none. None if it is kept already; BadRequest for a poll with too many
+    choices."""
+    note = bounded_note(note)
+    uri = str(note["id"])
+    if await session.scalar(select(Reply.id).where(Reply.uri == uri)) is not None:
+        return None
+    reply = Reply(
+        uri=uri,
+        communique_id=communique_id,
+        actor_uri=actor_uri,
+        content_html=content_of(note),
+        url=link_of(note.get("url")),
+        published_at=parse_time(note.get("published")) or now,
+        document=note,
+        received_at=now,
+    )
+    session.add(reply)
+    await session.flush()
+    return reply
+
+
+async def update_reply(
+    session: AsyncSession, reply: Reply, note: dict[str, Any], *, now: datetime
+) -> None:
+    """A reply edited by its author: the same cuts as :func:`store_reply`."""
+    note = bounded_note(note)
+    reply.content_html = content_of(note)
+    reply.url = link_of(note.get("url"))
+    reply.document = note
+    reply.updated_at = parse_time(note.get("updated")) or now
+    await session.flush()
 
 
 async def replies_of(session: AsyncSession, communique_id: int) -> Sequence[Reply]:

@@ -42,6 +42,13 @@ class Settings:
     media_dir: Path = Path(DEFAULT_MEDIA_DIR)
     max_upload_bytes: int = 8_000_000
     session_lifetime: timedelta = timedelta(days=30)
+    # Mastodon's "secure mode": actor-scoped ActivityStreams documents only for signed GETs.
+    authorized_fetch: bool = False
+    # Inbox rate limits (per process, per minute; see docs/security.md).
+    inbox_per_actor: int = 300
+    inbox_per_host: int = 3_000
+    key_fetches_per_host: int = 60
+    key_failure_ttl: timedelta = timedelta(minutes=5)
 
     @property
     def host(self) -> str:
@@ -191,6 +198,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         session_lifetime=timedelta(
             days=_int(
                 "INTEROCC_SESSION_DAYS", get("INTEROCC_SESSION_DAYS", "30"), minimum=1, maximum=365
+            )
+        ),
+        authorized_fetch=_bool(
+            "INTEROCC_AUTHORIZED_FETCH", get("INTEROCC_AUTHORIZED_FETCH", "false")
+        ),
+        inbox_per_actor=_int(
+            "INTEROCC_INBOX_PER_ACTOR_PER_MINUTE",
+            get("INTEROCC_INBOX_PER_ACTOR_PER_MINUTE", "300"),
+            minimum=1,
+            maximum=10_000_000,
+        ),
+        inbox_per_host=_int(
+            "INTEROCC_INBOX_PER_HOST_PER_MINUTE",
+            get("INTEROCC_INBOX_PER_HOST_PER_MINUTE", "3000"),
+            minimum=1,
+            maximum=10_000_000,
+        ),
+        key_fetches_per_host=_int(
+            "INTEROCC_KEY_FETCHES_PER_HOST_PER_MINUTE",
+            get("INTEROCC_KEY_FETCHES_PER_HOST_PER_MINUTE", "60"),
+            minimum=1,
+            maximum=100_000,
+        ),
+        key_failure_ttl=timedelta(
+            seconds=_int(
+                "INTEROCC_KEY_FAILURE_CACHE_SECONDS",
+                get("INTEROCC_KEY_FAILURE_CACHE_SECONDS", "300"),
+                minimum=0,
+                maximum=86_400,
             )
         ),
     )

@@ -6,6 +6,7 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import nh3
 from markdown_it import MarkdownIt
@@ -23,18 +24,55 @@ ALLOWED_ATTRIBUTES = {
 }
 URL_SCHEMES = {"http", "https", "mailto"}
 LINK_REL = "nofollow noopener noreferrer"
+MAX_LINK = 2048  # the longest URL our columns hold
 
 HASHTAG_RE = re.compile(r"(?<![\w/&#])#(\w{1,64})", re.UNICODE)
 _TAG_SPLIT_RE = re.compile(r"(<[^>]*>)")
 _MAX_HASHTAGS = 30
 
 
+def safe_link(url: object) -> str | None:
+    """``url`` if it is an absolute http(s) URL with a host, else None.
+
+    The one rule for every link made from remote data: applied when it is stored, and again
+    when a page renders it (the ``safe_link`` template filter). Refused: any other scheme
+    (javascript:, data:, vbscript:), relative and protocol-relative URLs (they would point
+    into our own site or borrow its scheme), credentials (https://ours.example@evil.example),
+    and whatever a browser reads differently from urlsplit: whitespace, control characters
+    and backslashes, which browsers strip or turn into "/" before parsing.
+    """
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_LINK:
+        return None
+    if not url[:8].lower().startswith(("http://", "https://")):
+        return None
+    if any(c <= " " or c in "\x7f\\" for c in url):
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no port
+    except ValueError:
+        return None
+    if not parts.hostname or "@" in parts.netloc:
+        return None
+    return url
+
+
+def _keep_attribute(tag: str, name: str, value: str) -> str | None:
+    # nh3 already holds links to URL_SCHEMES, but lets relative URLs through: a remote
+    # post's "/manage/…" or "//evil.example" would point into our site or borrow its scheme.
+    if name == "href" and not (safe_link(value) or value.lower().startswith("mailto:")):
+        return None
+    return value
+
+
 def sanitise_html(value: str) -> str:
-    """Clean any HTML from anywhere: only the tags and attributes above survive."""
+    """Clean any HTML from anywhere: only the tags and attributes above survive, and only
+    absolute http(s) and mailto: links."""
     return nh3.clean(
         value,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        attribute_filter=_keep_attribute,
         url_schemes=URL_SCHEMES,
         link_rel=LINK_REL,
         strip_comments=True,

@@ -11,11 +11,31 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.activitypub.client import FederationClient, SignatureAuth, utc_now
+from server.activitypub.limits import NegativeCache, RateLimiter
 from server.activitypub.signatures import PrivateKey, generate_private_key_pem, load_private_key
 from server.config import Settings
 from server.db import Sessions, create_engine, create_sessions
 from server.models import InstanceKey
 from server.urls import Urls
+
+
+@dataclass
+class InboxGuards:
+    """The inbox's per-process limits (server/activitypub/limits.py), built from settings."""
+
+    per_actor: RateLimiter
+    per_host: RateLimiter
+    key_fetches: RateLimiter
+    failed_keys: NegativeCache
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InboxGuards:
+        return cls(
+            per_actor=RateLimiter(settings.inbox_per_actor),
+            per_host=RateLimiter(settings.inbox_per_host),
+            key_fetches=RateLimiter(settings.key_fetches_per_host),
+            failed_keys=NegativeCache(settings.key_failure_ttl.total_seconds()),
+        )
 
 
 @dataclass
@@ -31,6 +51,10 @@ class Context:
     # Set when a delivery is queued, so an in-process worker starts at once.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     _private_keys: dict[str, PrivateKey] = field(default_factory=dict)
+    guards: InboxGuards = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.guards = InboxGuards.from_settings(self.settings)
 
     def private_key(self, pem: str) -> PrivateKey:
         """Parsed private keys, cached by PEM (parsing RSA keys costs milliseconds)."""
@@ -50,7 +74,8 @@ class Context:
         await self.engine.dispose()
 
 
-async def _instance_key(sessions: Sessions) -> InstanceKey:
+async def instance_key(sessions: Sessions) -> InstanceKey:
+    """The instance's key pair, made on first use (two processes starting together agree)."""
     query = select(InstanceKey).order_by(InstanceKey.id).limit(1)
     async with sessions() as session, session.begin():
         if (await session.scalars(query)).first() is None:
@@ -67,7 +92,7 @@ async def create_context(settings: Settings, *, clock: Callable[[], datetime] = 
     engine = create_engine(settings.database_url)
     sessions = create_sessions(engine)
     try:
-        key = await _instance_key(sessions)
+        key = await instance_key(sessions)
     except Exception:
         await engine.dispose()
         raise

@@ -9,7 +9,8 @@
      ├── NotFound (404)
      ├── Gone (410)
      ├── Conflict (409)
-     ├── TooManyRequests (429)
+     ├── UnsupportedMediaType (415)
+     ├── TooManyRequests (429)     with ``retry_after`` seconds, sent as Retry-After
      └── RemoteError (502)         a remote server answered badly or not at all
           └── UnsafeAddress        a URL points at a private or loopback address
 
@@ -72,9 +73,25 @@ class Conflict(InterOccError):
     public = "conflict"
 
 
+class UnsupportedMediaType(InterOccError):
+    status = 415
+    public = "unsupported media type"
+
+
 class TooManyRequests(InterOccError):
     status = 429
     public = "too many attempts; wait a few minutes and try again"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        detail: str | None = None,
+        field: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message, detail=detail, field=field)
+        self.retry_after = retry_after
 
 
 class RemoteError(InterOccError):

@@ -23,12 +23,12 @@ from server import activities, assemblies
 from server.activitypub import delivery
 from server.activitypub.jsonld import as_list, id_of
 from server.activitypub.vocab import iso
-from server.content import render_markdown
+from server.content import render_markdown, safe_link
 from server.context import Context
 from server.errors import BadRequest, NotFound
 from server.following import resolve_actor
 from server.models import Assembly, AssemblyStatus, Letter, RemoteActor
-from server.timeline import content_of, is_public, parse_time
+from server.timeline import MAX_ADDRESSED, bounded_note, content_of, is_public, parse_time
 from server.urls import new_public_id
 
 MAX_SOURCE = 20_000
@@ -38,11 +38,14 @@ Doc = dict[str, Any]
 
 
 def _mention_link(actor: RemoteActor) -> str:
-    name = actor.preferred_username or "someone"
-    href = html.escape(actor.url or actor.uri, quote=True)
+    name = html.escape(actor.preferred_username or "someone")
+    link = safe_link(actor.url) or safe_link(actor.uri)
+    if link is None:
+        return f'<span class="h-card">@<span>{name}</span></span>'
+    href = html.escape(link, quote=True)
     return (
         f'<span class="h-card"><a href="{href}" class="u-url mention">'
-        f"@<span>{html.escape(name)}</span></a></span>"
+        f"@<span>{name}</span></a></span>"
     )
 
 
@@ -175,7 +178,11 @@ def _mentioned(note: Doc) -> set[str]:
 async def receive(
     session: AsyncSession, ctx: Context, note: Doc, *, actor_uri: str, now: datetime
 ) -> bool:
-    """File an incoming Note in each of our assemblies' correspondence it belongs to."""
+    """File an incoming Note in each of our assemblies' correspondence it belongs to.
+
+    The Note is kept as :func:`server.timeline.bounded_note` cuts it down; only its first
+    tags and addressees are read (BadRequest for a poll with too many choices)."""
+    note = bounded_note(note)
     prefix = ctx.urls.actor("")
     addressed, mentioned = _addressed(note), _mentioned(note)
     handles = {u.removeprefix(prefix) for u in addressed | mentioned if u.startswith(prefix)}
@@ -203,7 +210,7 @@ async def receive(
                 uri=str(note["id"]),
                 outgoing=False,
                 actor_uri=actor_uri,
-                recipients=sorted(addressed - {actor_uri}),
+                recipients=sorted(addressed - {actor_uri})[:MAX_ADDRESSED],
                 content_html=content_of(note),
                 in_reply_to=in_reply_to,
                 thread=thread or str(note["id"]),

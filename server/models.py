@@ -117,6 +117,9 @@ class Assembly(Base):
     rejection_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     manually_approves_followers: Mapped[bool] = mapped_column(default=False)
     discoverable: Mapped[bool] = mapped_column(default=True)
+    # Whether the followers and following collections list their members; by default they
+    # give only their totals (who follows an assembly can endanger them).
+    publish_social_graph: Mapped[bool] = mapped_column(default=False)
     private_key_pem: Mapped[str] = mapped_column(Text)
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -156,7 +159,9 @@ class WebSession(Base):
 
 
 class LoginFailure(Base):
-    """A failed sign-in, by e-mail and by client address: the rate limiter's memory."""
+    """A failed sign-in under one of its limiter keys (server.accounts.limiter_keys: keyed
+    hashes of the e-mail and client addresses, never the addresses): the rate limiter's
+    memory, deleted once outside its window."""
 
     __tablename__ = "login_failures"
     __table_args__ = (Index("ix_login_failures_key_at", "key", "attempted_at"),)

@@ -19,12 +19,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.activitypub.jsonld import as_list
 from server.activitypub.vocab import iso
 from server.errors import BadRequest, Forbidden
 from server.models import Communique, PollVote
 
 MAX_CHOICES = 10
 MAX_CHOICE = 100
+# A remote poll may offer more than ours (Pleroma's default is 20, Misskey's 10, Mastodon's 4);
+# one offering more is refused whole, not cut short: a shortened poll would misreport it.
+MAX_REMOTE_CHOICES = 20
 MIN_DURATION = timedelta(minutes=5)
 MAX_DURATION = timedelta(days=30)
 
@@ -55,6 +59,17 @@ def validate(choices_text: str, hours: str, *, now: datetime) -> dict[str, Any] 
         "counts": dict.fromkeys(choices, 0),
         "voters": 0,
     }
+
+
+def check_remote_choices(note: Doc) -> None:
+    """Refuse a remote post (a Question, or anything carrying its properties) with more than
+    MAX_REMOTE_CHOICES choices: the activity is answered 400 and nothing of it is kept."""
+    for key in ("oneOf", "anyOf"):
+        count = len(as_list(note.get(key)))
+        if count > MAX_REMOTE_CHOICES:
+            raise BadRequest(
+                f"a poll has at most {MAX_REMOTE_CHOICES} choices, this one has {count}"
+            )
 
 
 def closes_at(poll: dict[str, Any]) -> datetime:

@@ -5,7 +5,9 @@ contexts define, in the shapes that change what ``normalise()`` returns: typed v
 (``xsd:boolean``, ``@id``), language maps, scoped contexts, ``@graph`` containers, prefixes, terms
 redefined by the sender. ``tests/jsonld_expected.json`` holds what ``normalise()`` returned for
 each case when the contexts were still bundled as the publishers' own files; the context tables
-that replaced them must give the same answers (``tests/test_jsonld_equivalence.py``).
+that replaced them must give the same answers (``tests/test_jsonld_equivalence.py``). One
+answer was changed on purpose since: ``no-context``, a document without ``@context``, is now
+read as ActivityStreams (AS2-core §2.1.3) where it used to come out empty.
 
 Run ``python -m tests.jsonld_cases`` to print the current answers as JSON (only to record a
 deliberate change of behaviour).

@@ -237,7 +237,11 @@ async def test_outbox_pages_newest_first_without_deleted(
 async def test_followers_collection_lists_follower_uris(
     ctx: Context, http: httpx.AsyncClient, peer: Peer
 ) -> None:
+    # An assembly that publishes its followers (by default only their number is shown:
+    # tests/security/test_privacy.py).
     await approved_assembly(ctx, "libertyplaza")
+    async with ctx.sessions() as session, session.begin():
+        await assemblies.set_publish_social_graph(session, handle="libertyplaza", publish=True)
     followers_url = ctx.urls.followers("libertyplaza")
     empty = await get_doc(http, followers_url)
     assert empty["type"] == "OrderedCollection"
@@ -292,6 +296,8 @@ async def test_following_and_featured_are_empty_collections(
             page = await get_doc(http, doc["first"])
             assert page["orderedItems"] == [], url
             assert "next" not in page
+        elif url == ctx.urls.following("libertyplaza"):
+            assert "orderedItems" not in doc  # not published: only the total
         else:
             assert doc["orderedItems"] == [], url
 

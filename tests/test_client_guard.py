@@ -151,7 +151,10 @@ def make_app(remote: Remote) -> Starlette:
         return StreamingResponse(body(), media_type=AS2_JSON)
 
     async def text(request: Request) -> Response:
-        return PlainTextResponse("this is not JSON")
+        return Response("this is not JSON", media_type=AS2_JSON)
+
+    async def plain(request: Request) -> Response:
+        return PlainTextResponse('{"id": "a JSON object served as plain text"}')
 
     async def array(request: Request) -> Response:
         return JSONResponse([{"id": "x"}], media_type=AS2_JSON)
@@ -172,6 +175,7 @@ def make_app(remote: Remote) -> Starlette:
             Route("/stall", stall, methods=["GET", "POST"]),
             Route("/drip", drip, methods=["GET", "POST"]),
             Route("/text", text),
+            Route("/plain", plain),
             Route("/array", array),
             Route("/status/{code:int}", status),
         ]
@@ -815,6 +819,7 @@ async def test_an_unreachable_port_is_a_remote_error(
     ("path", "message"),
     [
         ("/text", "remote document is not JSON"),
+        ("/plain", "remote document is not served as ActivityStreams"),
         ("/array", "remote document is not a JSON object"),
         ("/status/404", "remote server answered 404"),
         ("/status/500", "remote server answered 500"),

@@ -107,7 +107,9 @@ async def test_follow_timeline_cosign_and_forwarding(
     await peer.follow(carol, f"plaza@{ctx_b.urls.host}")
     await drain(ctx_b)
 
-    # A follows B by handle; B accepts.
+    # A follows B by handle; B accepts. (A publishes whom it follows.)
+    async with ctx.sessions() as session, session.begin():
+        await assemblies.set_publish_social_graph(session, handle="sol", publish=True)
     await a_follows_b(ctx, ctx_b)
     async with ctx.sessions() as session:
         row = (await session.scalars(select(Following))).one()

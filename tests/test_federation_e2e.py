@@ -117,9 +117,10 @@ async def test_repeated_follow_is_idempotent(
     await peer.follow(bob, f"ga@{ctx.urls.host}")
     await peer.follow(bob, f"ga@{ctx.urls.host}")  # a new Follow id, the same follower
     assert await count(ctx, Follower) == 1
-    assert await worker.run_once(ctx) == 2  # each Follow is answered with its own Accept
+    # One Accept per follower: the repeated Follow is acknowledged, not answered again.
+    assert await worker.run_once(ctx) == 1
     accepts = peer.inbox_activities("Accept")
-    assert len(accepts) == 2
+    assert len(accepts) == 1
 
 
 async def test_remote_actor_delete_removes_it_everywhere(

@@ -150,7 +150,9 @@ async def test_chunked_body_over_limit_without_length(
             yield b"x" * 4096
 
     async with httpx.AsyncClient() as http:
-        response = await http.post(inbox, content=chunks())
+        response = await http.post(
+            inbox, content=chunks(), headers={"Content-Type": "application/activity+json"}
+        )
     assert response.status_code == 413
     await nothing_stored(ctx)
 

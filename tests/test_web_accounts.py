@@ -15,11 +15,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server import instance
+from server import accounts, instance
 from server.app import create_app
 from server.config import Settings
 from server.context import Context, create_context
 from server.models import LoginFailure, User, UserStatus, WebSession
+from tests.conftest import SECRET
 from tests.helpers import count
 from tests.helpers_web import (
     PASSWORD,
@@ -37,6 +38,12 @@ pytestmark = pytest.mark.e2e
 
 ALICE = "alice@example.org"
 THIRTY_DAYS = 30 * 24 * 3600
+
+
+def limiter_key(kind: str, email: str = ALICE, client: str = "127.0.0.1") -> str:
+    """The login limiter's key of a kind ("pair", "client" or "account")."""
+    pair, by_client, account = accounts.limiter_keys(SECRET, email=email, client=client)
+    return {"pair": pair, "client": by_client, "account": account}[kind]
 
 
 @pytest.fixture
@@ -209,18 +216,22 @@ async def test_wrong_password_is_one_generic_error_and_is_remembered(
         assert form_error(response.text) == "wrong e-mail address or password"
         assert "interocc_session" not in set_cookies(response)
     assert input_value(wrong.text, "email") == ALICE
-    # Committed although the login failed: one row per e-mail and one per client address.
-    assert await count(ctx, LoginFailure) == 4
-    assert await count(ctx, LoginFailure, LoginFailure.key == f"email:{ALICE}") == 1
+    # Committed although the login failed: one row per (e-mail, address) pair, one per
+    # client address and one per account, for each failure.
+    assert await count(ctx, LoginFailure) == 6
+    assert await count(ctx, LoginFailure, LoginFailure.key == limiter_key("account")) == 1
+    assert await count(ctx, LoginFailure, LoginFailure.key == limiter_key("client")) == 2
     assert await count(ctx, WebSession) == 0
 
 
-async def test_five_failures_lock_the_address_out(ctx: Context, client: httpx.AsyncClient) -> None:
+async def test_five_failures_lock_this_client_out_of_the_account(
+    ctx: Context, client: httpx.AsyncClient
+) -> None:
     await create_user(ctx, ALICE)
     for _ in range(5):
         response = await submit(client, "/login", {"email": ALICE, "password": "guess guess!"})
         assert response.status_code == 400
-    assert await count(ctx, LoginFailure, LoginFailure.key == f"email:{ALICE}") == 5
+    assert await count(ctx, LoginFailure, LoginFailure.key == limiter_key("pair")) == 5
 
     # The sixth attempt is refused even with the right password.
     response = await submit(client, "/login", {"email": ALICE, "password": PASSWORD})
@@ -333,8 +344,9 @@ async def test_cookies_are_secure_under_https(
     assert "__Host-interocc_csrf" in client.cookies
     wrong = {"csrf_token": csrf_token(page.text), "email": ALICE, "password": "wrong password"}
     assert (await client.post("/login", data=wrong)).status_code == 400
-    # The failure memory is keyed by the client's address.
-    assert await count(ctx, LoginFailure, LoginFailure.key == "client:203.0.113.7") == 1
+    # The failure memory is keyed by (a keyed hash of) the client's address.
+    by_client = LoginFailure.key == limiter_key("client", client="203.0.113.7")
+    assert await count(ctx, LoginFailure, by_client) == 1
 
     right = {"csrf_token": csrf_token(page.text), "email": ALICE, "password": PASSWORD}
     response = await client.post("/login", data=right)

@@ -10,7 +10,8 @@ from urllib.parse import urldefrag, urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise
+from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise, normalise_off_loop
+from server.content import safe_link
 from server.context import Context
 from server.errors import BadRequest, RemoteError
 from server.models import Follower, RemoteActor, RemoteKey
@@ -28,15 +29,29 @@ def origin_of(uri: str) -> str:
     return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
+def authority_of(uri: str) -> str:
+    """host[:port], lower-cased, without a default port: what makes two URLs one server."""
+    parts = urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    if host and ":" in host:
+        host = f"[{host}]"
+    if port is None or (parts.scheme, port) in {("https", 443), ("http", 80)}:
+        return host
+    return f"{host}:{port}"
+
+
 def same_origin(a: str, b: str) -> bool:
-    return bool(a) and bool(b) and host_of(a) == host_of(b) and host_of(a) != ""
+    """Both URLs name the same server (host and port; http and https alike)."""
+    return bool(a) and bool(b) and authority_of(a) == authority_of(b) and host_of(a) != ""
 
 
 def _http_url(value: object) -> str | None:
-    url = id_of(value)
-    if url and urlsplit(url).scheme in {"http", "https"} and urlsplit(url).hostname:
-        return url
-    return None
+    """An absolute http(s) URL that fits our columns (``content.safe_link``), or None."""
+    return safe_link(id_of(value))
 
 
 def parse_actor(doc: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +65,17 @@ def parse_actor(doc: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest("actor has no inbox")
     endpoints = doc.get("endpoints")
     shared = _http_url(endpoints.get("sharedInbox")) if isinstance(endpoints, dict) else None
+    # Every address an actor gives us is on its own host: otherwise anyone could have us
+    # deliver (signed) wherever they like, in someone else's name.
+    for field, url in (
+        ("inbox", inbox),
+        ("sharedInbox", shared),
+        ("outbox", id_of(doc.get("outbox"))),
+        ("followers", id_of(doc.get("followers"))),
+        ("following", id_of(doc.get("following"))),
+    ):
+        if url is not None and not same_origin(url, actor_id):
+            raise BadRequest(f"the actor's {field} is on another host")
     name = doc.get("name")
     username = doc.get("preferredUsername")
     return {
@@ -78,7 +104,8 @@ def public_keys_of(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
             id_of(entry.get("owner")),
             entry.get("publicKeyPem"),
         )
-        if key_id and owner and isinstance(pem, str):
+        # A key is on its owner's host, like every other address an actor gives us.
+        if key_id and owner and isinstance(pem, str) and same_origin(key_id, owner):
             keys.append((key_id, owner, pem))
     return keys
 
@@ -87,7 +114,7 @@ async def fetch_document(ctx: Context, uri: str) -> dict[str, Any]:
     """GET and normalise a remote object whose id must be the URL it was fetched from."""
     fetched = await ctx.client.fetch_json(uri, auth=ctx.instance_auth())
     try:
-        doc = normalise(fetched.document)
+        doc = await normalise_off_loop(fetched.document)
     except JsonLdError as exc:
         raise RemoteError("remote document is not valid JSON-LD", detail=uri) from exc
     doc_id = id_of(doc.get("id"))
@@ -182,34 +209,33 @@ def _actor_fields(doc: dict[str, Any], uri: str) -> None:
 
 
 async def resolve_key(ctx: Context, key_id: str) -> ResolvedKey:
-    """Fetch a signature's key (actor or separate key document) over the network only.
+    """Fetch a signature's key over the network only, bound to its owner.
 
-    No database work happens here, so the caller can fetch before it opens a transaction
-    and store the result (``store_resolved``) inside it.
+    A key belongs to an actor only if that actor's own document — fetched at its id, served
+    as ActivityStreams, its ``id`` equal to the URL — lists the key, same id and same PEM,
+    on the actor's own host. A key document elsewhere (an uploaded file on the victim's
+    host claiming ``owner``) proves nothing by itself. No database work happens here, so the
+    caller can fetch before it opens a transaction and store the result
+    (``store_resolved``) inside it.
     """
     url = urldefrag(key_id).url
     doc = await fetch_document(ctx, url)
     if set(as_list(doc.get("type"))) & ACTOR_TYPES:
-        _actor_fields(doc, url)
-        for found_id, owner, pem in public_keys_of(doc):
-            if found_id == key_id and owner == id_of(doc.get("id")):
-                return ResolvedKey(key_id, owner, pem, doc)
-        raise RemoteError("the actor does not publish that key", detail=key_id)
-    # A separate key document: its owner must list the key among its own.
-    for found_id, owner, pem in public_keys_of(doc):
-        if found_id != key_id:
-            continue
+        actor_doc, owner, claimed = doc, id_of(doc.get("id")) or "", None
+    else:
+        # A separate key document (GoToSocial's /main-key): it names the owner to ask.
+        named = [(o, p) for k, o, p in public_keys_of(doc) if k == key_id]
+        if not named:
+            raise RemoteError("no such key in the key document", detail=key_id)
+        owner, claimed = named[0]
         actor_doc = await fetch_document(ctx, owner)
-        _actor_fields(actor_doc, owner)
-        listed = [p for k, o, p in public_keys_of(actor_doc) if k == key_id and o == owner]
-        if listed:
-            return ResolvedKey(key_id, owner, listed[0], actor_doc)
-        # Some servers (GoToSocial) publish the key only in the key document; the owner
-        # must then be on the key's own origin.
-        if not same_origin(owner, key_id):
-            raise RemoteError("key owner is on another origin", detail=key_id)
-        return ResolvedKey(key_id, owner, pem, actor_doc)
-    raise RemoteError("no public key in the key document", detail=key_id)
+    _actor_fields(actor_doc, owner)
+    listed = [p for k, o, p in public_keys_of(actor_doc) if k == key_id and o == owner]
+    if not listed:
+        raise RemoteError("the key's owner does not list that key", detail=key_id)
+    if claimed is not None and claimed.strip() != listed[0].strip():
+        raise RemoteError("the key document and its owner disagree on the key", detail=key_id)
+    return ResolvedKey(key_id, owner, listed[0], actor_doc)
 
 
 async def store_resolved(session: AsyncSession, ctx: Context, resolved: ResolvedKey) -> RemoteKey:

@@ -21,6 +21,8 @@ import anyio
 import httpcore
 import httpx
 
+from server.activitypub.bounds import TooComplex, check_document
+from server.activitypub.negotiation import is_activity_json
 from server.activitypub.signatures import PrivateKey, sign_request
 from server.activitypub.vocab import AS2_MEDIA_TYPE, LD_MEDIA_TYPE
 from server.errors import RemoteError, UnsafeAddress
@@ -36,11 +38,110 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# Not globally reachable: the IANA IPv4 and IPv6 Special-Purpose Address Registries (RFC 6890
+# and its successors), written out because ipaddress's is_global differs between Python
+# patch releases (3.11.7 calls 192.0.0.9, fec0::/10, 3fff::/20 and ::127.0.0.1 global). Where
+# the registry excepts a few anycast addresses from a block (192.0.0.9, 2001:1::1…), the
+# whole block is refused: no fediverse server lives there.
+_NOT_GLOBAL_V4 = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, cloud metadata at 169.254.169.254
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments (DS-Lite, NAT64 discovery…)
+        "192.0.2.0/24",  # documentation (TEST-NET-1)
+        "192.88.99.0/24",  # deprecated 6to4 relay anycast (RFC 7526)
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation (TEST-NET-2)
+        "203.0.113.0/24",  # documentation (TEST-NET-3)
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and 255.255.255.255 broadcast
+    )
+)
+# Only global unicast (2000::/3) reaches the internet; everything outside it is special or
+# unassigned: ::, ::1, ::/96 (IPv4-compatible, deprecated), ::ffff:0:0:0/96 (IPv4-translated,
+# inside a translator's domain only), 64:ff9b:1::/48 (local-use NAT64, RFC 8215), 100::/64
+# (discard), fc00::/7 (unique local), fe80::/10 (link-local), fec0::/10 (site-local),
+# ff00::/8 (multicast).
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
+_NOT_GLOBAL_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "2001::/23",  # IETF protocol assignments: Teredo, benchmarking, ORCHID…
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # segment routing SIDs (RFC 9602)
+    )
+)
+# Prefixes that only carry an IPv4 address to the internet: the address they carry decides.
+_IPV4_CARRIERS = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "::ffff:0:0/96",  # IPv4-mapped: the kernel connects over IPv4
+        "64:ff9b::/96",  # NAT64 well-known prefix (RFC 6052)
+        "2002::/16",  # 6to4 (RFC 3056)
+    )
+)
+# Where an IPv4 address sits in the last 32 bits. IPv4-mapped, 6to4 and Teredo addresses are
+# unwrapped by ipaddress itself.
+_LAST_32_BITS_V4 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "64:ff9b::/96",  # NAT64 well-known prefix
+        "64:ff9b:1::/48",  # NAT64 local-use prefix, in its /96 layout
+        "::ffff:0:0:0/96",  # IPv4-translated (RFC 2765)
+        "::/96",  # IPv4-compatible (RFC 4291)
+    )
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address carries, which a translator or tunnel on the path
+    would send its packets to: Teredo carries two (its server, and its client XOR
+    0xffffffff)."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if any(ip in net for net in _LAST_32_BITS_V4):
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF),)
+    return ()
+
+
+def _is_public_v4(ip: ipaddress.IPv4Address) -> bool:
+    return ip.is_global and not any(ip in net for net in _NOT_GLOBAL_V4)
+
+
 def is_public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    """Only a globally routable unicast address; anything unparseable is not.
+
+    An IPv6 address that carries IPv4 addresses (NAT64, 6to4, Teredo, IPv4-mapped,
+    -translated or -compatible) is public only if every IPv4 address it carries is, and
+    its own prefix is too: a translator or tunnel on the path would otherwise deliver to
+    127.0.0.1 or 10.0.0.1.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _is_public_v4(ip)
+    if not all(_is_public_v4(v4) for v4 in embedded_ipv4(ip)):
+        return False
+    if any(ip in net for net in _IPV4_CARRIERS):
+        return True
+    return (
+        ip in _GLOBAL_UNICAST_V6
+        and not any(ip in net for net in _NOT_GLOBAL_V6)
+        and ip.is_global  # and whatever else this Python's registry knows
+    )
 
 
 class GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -238,12 +339,20 @@ class FederationClient:
             raise RemoteError("remote object is gone", detail=url)
         if response.status_code != 200:
             raise RemoteError(f"remote server answered {response.status_code}", detail=f"GET {url}")
+        if accept == AS2_ACCEPT and not is_activity_json(response.headers.get("content-type")):
+            # FEP-96ff: only a document served as ActivityStreams is one. Anything else (an
+            # uploaded file on the actor's host, an HTML page) is refused before it is read.
+            raise RemoteError("remote document is not served as ActivityStreams", detail=url)
         try:
             document = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise RemoteError("remote document is not JSON", detail=url) from exc
         if not isinstance(document, dict):
             raise RemoteError("remote document is not a JSON object", detail=url)
+        try:
+            check_document(document)
+        except TooComplex as exc:
+            raise RemoteError(f"remote document refused: {exc.reason}", detail=url) from exc
         return Fetched(url=str(response.url), status=response.status_code, document=document)
 
     async def post(self, url: str, body: bytes, *, auth: httpx.Auth) -> httpx.Response:

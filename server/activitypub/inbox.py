@@ -1,8 +1,9 @@
 """Incoming activities: verify, tie to the signer, dedupe, handle, store.
 
-Order (see STYLE.md): size limit → parse → domain blocks → verify (refetch the key once) →
-the key's owner is the actor → normalise → dedupe by id → handler → store → 202. A request
-that fails any step changes nothing in the database.
+Order (see STYLE.md and docs/security.md): size limit → parse within bounds → domain blocks →
+Date, Digest and signed Host → verify (cached key, else one bounded key fetch) → rate limits →
+the key's owner is the actor → normalise (in a worker thread) → dedupe by id → handler → store
+→ 202. A request that fails any step changes nothing in the database.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -34,21 +35,35 @@ from server.activitypub.actors import (
     fetch_actor,
     fetch_document,
     forget_actor,
+    host_of,
     parse_actor,
-    resolve_key,
     same_origin,
     store_actor,
     store_resolved,
 )
-from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise
+from server.activitypub.bounds import TooComplex, check_document
+from server.activitypub.jsonld import (
+    JsonLdError,
+    as_list,
+    id_of,
+    normalise,
+    normalise_off_loop,
+)
 from server.activitypub.signatures import (
     Rejected,
-    load_public_key,
     parse_signature,
-    verify_request,
 )
+from server.activitypub.verification import KeyUnavailable, verify_signer
+from server.content import MAX_LINK
 from server.context import Context
-from server.errors import BadRequest, Forbidden, NotFound, RemoteError, Unauthorized
+from server.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RemoteError,
+    TooManyRequests,
+    Unauthorized,
+)
 from server.models import (
     Assembly,
     AssemblyStatus,
@@ -56,7 +71,6 @@ from server.models import (
     FollowerStatus,
     InboxActivity,
     RemoteActor,
-    RemoteKey,
     Reply,
 )
 
@@ -106,6 +120,22 @@ class Signed:
     actor_uri: str
     owner_uri: str | None  # None: a Delete of an actor we never knew, nothing to verify
     fetched_key: ResolvedKey | None  # a key fetched for this request, stored on success
+    activity: Doc | None = None  # ``raw`` normalised (off the event loop), once verified
+
+
+def parse_body(body: bytes) -> Doc:
+    """The request body as a JSON object within the document bounds; BadRequest otherwise."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("body is not a JSON object")
+    try:
+        check_document(raw)
+    except TooComplex as exc:
+        raise BadRequest(exc.reason) from None
+    return raw
 
 
 async def authenticate(
@@ -119,21 +149,25 @@ async def authenticate(
 ) -> Signed:
     """Parse the body and verify its signature, fetching the key if need be.
 
-    Runs before any write transaction is opened: a slow remote key server must not hold
-    the database's write lock (SQLite has only one). Nothing is written here.
+    Cheap checks first, so that a request that fails them costs nothing more: document
+    bounds, signature syntax, domain blocks, then Date, Digest and the signed Host (no key
+    needed), then the cached key, then at most one key fetch (refused for a while after it
+    failed, and bounded per host), then the per-actor and per-host rate limits. Runs before
+    any write transaction is opened: a slow remote key server must not hold the database's
+    write lock (SQLite has only one). Nothing is written here.
     """
     if inbox_handle is not None:
         async with ctx.sessions() as session:
             await assemblies.get_public(session, inbox_handle)
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest("body is not JSON") from None
-    if not isinstance(raw, dict):
-        raise BadRequest("body is not a JSON object")
+    raw = parse_body(body)
     actor_uri = id_of(raw.get("actor"))
     if not actor_uri:
         raise BadRequest("activity has no actor")
+    for name in ("id", "actor", "object"):
+        # Our columns hold URIs of up to MAX_LINK characters; longer ones are no one's.
+        uri = id_of(raw.get(name))
+        if uri is not None and len(uri) > MAX_LINK:
+            raise BadRequest(f"the activity's {name} is longer than {MAX_LINK} characters")
     info = parse_signature(headers)
     if isinstance(info, Rejected):
         raise Unauthorized(info.reason)
@@ -142,45 +176,36 @@ async def authenticate(
         for uri in (actor_uri, info.key_id):
             if await delivery.blocking_domain(session, uri) is not None:
                 raise Forbidden("this instance does not accept activities from your domain")
-
-    def check(pem: str) -> Rejected | None:
-        public_key = load_public_key(pem)
-        if public_key is None:
-            return Rejected("the signing key cannot be parsed")
-        result = verify_request(
-            method,
-            target,
-            headers,
-            body,
-            public_key=public_key,
-            now=ctx.clock(),
-            window=ctx.settings.signature_window,
-            authority=ctx.urls.host,
-        )
-        return result if isinstance(result, Rejected) else None
-
-    async with ctx.sessions() as session:
-        cached = (
-            await session.scalars(select(RemoteKey).where(RemoteKey.key_id == info.key_id))
-        ).first()
-    failure = check(cached.public_key_pem) if cached is not None else None
-    if cached is not None and failure is None:
-        return await _forwarded(ctx, Signed(raw, actor_uri, cached.owner_uri, None))
-    # Not cached, or the key may have been rotated since we cached it: fetch it (once).
     try:
-        fetched = await resolve_key(ctx, info.key_id)
-    except RemoteError as exc:
-        if failure is not None:
-            raise Unauthorized(f"signature not verified: {failure.reason}") from exc
+        signer = await verify_signer(
+            ctx, method=method, target=target, headers=headers, body=body, key_id=info.key_id
+        )
+    except KeyUnavailable:
         # An actor deleting itself is gone (410) by the time we could fetch its key; if we
         # never knew it there is nothing to remove, so answer politely and store nothing.
         if raw.get("type") == "Delete" and id_of(raw.get("object")) == actor_uri:
             return Signed(raw, actor_uri, None, None)
-        raise Unauthorized(f"could not obtain the signing key: {exc.message}") from exc
-    failure = check(fetched.pem)
-    if failure is not None:
-        raise Unauthorized(f"signature not verified: {failure.reason}")
-    return await _forwarded(ctx, Signed(raw, actor_uri, fetched.owner_uri, fetched))
+        raise
+    return await _admitted(ctx, Signed(raw, actor_uri, signer.owner_uri, signer.fetched))
+
+
+async def _admitted(ctx: Context, signed: Signed) -> Signed:
+    """The rate limits of the verified signer and its host, then the forwarding rule, then
+    the activity normalised in a worker thread (never on the event loop)."""
+    if signed.owner_uri is not None:
+        for limiter, key in (
+            (ctx.guards.per_actor, signed.owner_uri),
+            (ctx.guards.per_host, host_of(signed.owner_uri)),
+        ):
+            wait = limiter.take(key)
+            if wait is not None:
+                raise TooManyRequests("too many activities; slow down", retry_after=wait)
+    signed = await _forwarded(ctx, signed)
+    try:
+        activity = await normalise_off_loop(signed.raw)
+    except JsonLdError as exc:
+        raise BadRequest(f"invalid JSON-LD: {exc}") from exc
+    return replace(signed, activity=activity)
 
 
 async def _forwarded(ctx: Context, signed: Signed) -> Signed:
@@ -218,6 +243,18 @@ async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
     if raw.get("type") == "Follow" and signed.owner_uri == signed.actor_uri:
         # The follower's actor document, refreshed now if stale: handle_follow reads it.
         await following.prefetch(ctx, signed.actor_uri)
+    if (
+        raw.get("type") == "Update"
+        and signed.owner_uri == signed.actor_uri
+        and id_of(raw.get("object")) == signed.actor_uri
+    ):
+        # An actor's profile (and keys) are taken only as its origin serves them now: the
+        # copy embedded in the Update is never stored.
+        try:
+            return await fetch_document(ctx, signed.actor_uri)
+        except RemoteError as exc:
+            log.info("updated actor %s not fetched: %s", signed.actor_uri[:200], exc.message)
+            return None
     if raw.get("type") != "Announce" or signed.owner_uri != signed.actor_uri:
         return None
     object_id = id_of(raw.get("object"))
@@ -254,10 +291,12 @@ async def receive(
     inbox_assembly = None
     if inbox_handle is not None:
         inbox_assembly = await assemblies.get_public(session, inbox_handle)
-    try:
-        activity = normalise(raw)
-    except JsonLdError as exc:
-        raise BadRequest(f"invalid JSON-LD: {exc}") from exc
+    activity = signed.activity
+    if activity is None:
+        try:
+            activity = normalise(raw)
+        except JsonLdError as exc:
+            raise BadRequest(f"invalid JSON-LD: {exc}") from exc
     activity_id = id_of(activity.get("id"))
     types = as_list(activity.get("type"))
     activity_type = types[0] if types and isinstance(types[0], str) else ""
@@ -350,9 +389,14 @@ async def handle_follow(incoming: Incoming) -> bool:
             created_at=ctx.clock(),
         )
         session.add(follower)
+    elif follower.status == FollowerStatus.ACCEPTED:
+        # A repeated Follow of an accepted follower is acknowledged without a new Accept:
+        # one Accept per follower, so a flood of Follows cannot make us send a flood of
+        # signed deliveries. (A server that lost our Accept sends Undo, then Follow again.)
+        follower.follow_uri = activity["id"]
+        await session.flush()
+        return False
     else:
-        # A repeated Follow (the remote lost our Accept, or follows again): keep one row,
-        # remember the newest Follow id, and accept it again if it was accepted before.
         follower.follow_uri = activity["id"]
     await session.flush()
     if follower.status == FollowerStatus.ACCEPTED:
@@ -427,9 +471,16 @@ def _note_of(incoming: Incoming) -> Doc | None:
     object_id = id_of(obj)
     if not object_id or not same_origin(object_id, incoming.actor_uri):
         raise Forbidden("the object is not on the actor's origin")
-    if id_of(obj.get("attributedTo")) not in {None, incoming.actor_uri}:
+    in_reply_to = id_of(obj.get("inReplyTo"))
+    if len(object_id) > MAX_LINK or (in_reply_to is not None and len(in_reply_to) > MAX_LINK):
+        raise BadRequest(f"the object's ids are longer than {MAX_LINK} characters")
+    # Every author named (attributedTo may be a list) is the actor: a list must not slip
+    # another author past the check.
+    authors = [id_of(a) for a in as_list(obj.get("attributedTo"))]
+    if any(author != incoming.actor_uri for author in authors):
         raise Forbidden("the object is attributed to someone else")
-    return obj
+    # Capped and with safe links before any handler sees it (server/timeline.py).
+    return timeline.bounded_note(obj)
 
 
 @handles("Create")
@@ -494,25 +545,18 @@ async def _store_reply(incoming: Incoming, note: Doc) -> bool:
         return False
     if communique.deleted_at is not None:
         return False
-    uri = str(note["id"])
-    exists = await incoming.session.scalar(select(Reply.id).where(Reply.uri == uri))
-    if exists is not None:
+    if not timeline.is_public(note):
+        # A reply addressed to the assembly alone (or to followers) is correspondence: it
+        # goes to the assembly's letters, never under the communiqué on a public page.
         return False
-    now = incoming.ctx.clock()
-    incoming.session.add(
-        Reply(
-            uri=uri,
-            communique_id=communique.id,
-            actor_uri=incoming.actor_uri,
-            content_html=timeline.content_of(note),
-            url=id_of(note.get("url")),
-            published_at=timeline.parse_time(note.get("published")) or now,
-            document=note,
-            received_at=now,
-        )
+    reply = await communiques.store_reply(
+        incoming.session,
+        communique_id=communique.id,
+        note=note,
+        actor_uri=incoming.actor_uri,
+        now=incoming.ctx.clock(),
     )
-    await incoming.session.flush()
-    return True
+    return reply is not None
 
 
 @handles("Delete")
@@ -551,16 +595,22 @@ async def handle_update(incoming: Incoming) -> bool:
         ).first()
         if reply is None:
             return posted
-        reply.content_html = timeline.content_of(note)
-        reply.document = note
-        reply.updated_at = timeline.parse_time(note.get("updated")) or incoming.ctx.clock()
-        await incoming.session.flush()
+        if not timeline.is_public(note):
+            # Edited to a narrower audience: it leaves the public page.
+            await incoming.session.delete(reply)
+            await incoming.session.flush()
+            return True
+        await communiques.update_reply(incoming.session, reply, note, now=incoming.ctx.clock())
         return True
-    obj = incoming.activity.get("object")
-    if not isinstance(obj, dict) or id_of(obj) != incoming.actor_uri:
+    if id_of(incoming.activity.get("object")) != incoming.actor_uri:
+        return False
+    # The actor as its origin serves it (see prefetch), never the embedded copy: an Update
+    # cannot install a key or an inbox that the actor's own document does not list.
+    fresh = incoming.prefetched
+    if fresh is None or id_of(fresh.get("id")) != incoming.actor_uri:
         return False
     try:
-        parse_actor(obj)
+        parse_actor(fresh)
     except BadRequest:
         return False
     known = await incoming.session.scalar(
@@ -568,7 +618,7 @@ async def handle_update(incoming: Incoming) -> bool:
     )
     if known is None:
         return False
-    await store_actor(incoming.session, incoming.ctx, obj)
+    await store_actor(incoming.session, incoming.ctx, fresh)
     return True
 
 

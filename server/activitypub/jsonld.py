@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio.to_thread
+from cachetools import LRUCache
 from pyld import jsonld as _pyld
 from pyld.documentloader.frozen import BUNDLED_CONTEXTS
 
@@ -97,10 +99,55 @@ _WARNED_MAX = 4096
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
-# pyld keeps process-wide caches in cachetools LRUCaches, which are not thread-safe; a race
-# there would surface as a spurious JsonLdError for a valid document. Calls are CPU-bound and
-# hold the GIL anyway, so serialising them costs next to nothing.
-_pyld_lock = threading.Lock()
+
+class _LockedLRU(LRUCache[Any, Any]):
+    """pyld's process-wide context caches, safe to share between threads.
+
+    pyld keeps them in cachetools LRUCaches, which are not thread-safe (a read reorders the
+    entries); a race there would surface as a spurious JsonLdError for a valid document. The
+    lock is held for one cache operation only, never for a whole normalisation, so one large
+    document cannot keep other requests waiting on it.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self._lock = threading.RLock()
+
+    def __getitem__(self, key: Any) -> Any:
+        with self._lock:
+            return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        with self._lock:
+            super().__delitem__(key)
+
+    def __contains__(self, key: Any) -> bool:
+        with self._lock:
+            return bool(super().__contains__(key))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        with self._lock:
+            return super().get(key, default)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        with self._lock:
+            return super().pop(key, *default)
+
+    def popitem(self) -> Any:
+        with self._lock:
+            return super().popitem()
+
+
+@functools.cache
+def _thread_safe_caches() -> None:
+    """Swap pyld's two shared caches for locked ones, once per process, before first use."""
+    for name in ("_resolved_context_cache", "_inverse_context_cache"):
+        current = getattr(_pyld, name)
+        setattr(_pyld, name, _LockedLRU(current.maxsize))
 
 
 class JsonLdError(Exception):
@@ -342,26 +389,40 @@ def normalise(doc: dict[str, Any]) -> dict[str, Any]:
     The result uses AS2 short names (``type``, ``id``, ``actor``, ``publicKey``...), has
     ``AS_PUBLIC`` for the public collection in to/cc/bto/bcc/audience however it was written, and
     no ``@context`` key. Single values are not wrapped in lists: read them with ``as_list``.
-    Properties whose terms no known context defines are dropped. Bounding the size and nesting
-    of ``doc`` is the caller's job.
+    Properties whose terms no known context defines are dropped. A document without
+    ``@context`` is read as ActivityStreams. Bounding the size and nesting of ``doc`` is the
+    caller's job (``bounds.check_document``); it runs in any thread.
     """
     if not isinstance(doc, dict):
         # A string would be dereferenced by pyld as a document URL.
         raise JsonLdError("JSON-LD document must be an object")
-    with _pyld_lock:
-        # Outside the try: a failure here is our bug (or a pyld upgrade), not bad input.
-        terms = _canonical_terms()
-        try:
-            expanded = _pyld.expand(doc, _options())
-            prepared = _coerce(expanded, terms)
-            compacted = _pyld.compact(prepared, CANONICAL_CONTEXT, _options(skipExpansion=True))
-        except Exception as exc:  # see _SAFE_CODE: pyld fails in many ways
-            raise _error(exc) from exc
+    if "@context" not in doc:
+        # AS2-core §2.1.3: a document without a context is read with the normative
+        # ActivityStreams context.
+        doc = {"@context": _AS, **doc}
+    # Outside the try: a failure here is our bug (or a pyld upgrade), not bad input.
+    _thread_safe_caches()
+    terms = _canonical_terms()
+    try:
+        expanded = _pyld.expand(doc, _options())
+        prepared = _coerce(expanded, terms)
+        compacted = _pyld.compact(prepared, CANONICAL_CONTEXT, _options(skipExpansion=True))
+    except Exception as exc:  # see _SAFE_CODE: pyld fails in many ways
+        raise _error(exc) from exc
     if not isinstance(compacted, dict):
         raise JsonLdError("invalid JSON-LD")
     compacted.pop("@context", None)
     _fix_public(compacted)
     return compacted
+
+
+async def normalise_off_loop(doc: dict[str, Any]) -> dict[str, Any]:
+    """``normalise`` in a worker thread: JSON-LD work never runs on the event loop.
+
+    The caller must have bounded ``doc`` (``bounds.check_document``) first: a thread does not
+    make unbounded work cheap, it only keeps the server answering while it happens.
+    """
+    return await anyio.to_thread.run_sync(normalise, doc)
 
 
 def as_list(value: object) -> list[Any]:

@@ -29,6 +29,25 @@ def _entries(accept: str) -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
+AS_PROFILE = "https://www.w3.org/ns/activitystreams"
+
+
+def is_activity_json(content_type: str | None) -> bool:
+    """Whether a Content-Type names an ActivityStreams document (FEP-96ff).
+
+    ``application/activity+json`` (any parameters), or ``application/ld+json`` whose
+    ``profile`` lists the ActivityStreams profile. Plain JSON, HTML or an image is not an
+    actor, whatever it holds: a file uploaded to a server is served as what it is.
+    """
+    entries = _entries(content_type or "")
+    if len(entries) != 1:
+        return False
+    media, params, _q = entries[0]
+    if media == "application/activity+json":
+        return True
+    return media == "application/ld+json" and AS_PROFILE in params.get("profile", "").split()
+
+
 def wants_activity_json(accept: str | None) -> str | None:
     """The AS2 media type to answer with, or None when HTML is preferred.
 

@@ -16,19 +16,28 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import assemblies, communiques, cosign, following, urls
-from server.activitypub import inbox
-from server.activitypub.negotiation import wants_activity_json
+from server.activitypub import authorized_fetch, inbox
+from server.activitypub.negotiation import is_activity_json, wants_activity_json
 from server.activitypub.vocab import (
     AS2_MEDIA_TYPE,
     CONTEXT,
     build_actor,
     build_collection,
     build_collection_page,
+    build_key_only_actor,
     build_tombstone,
 )
 from server.content import plain_to_html
 from server.context import Context
-from server.errors import BadRequest, Gone, NotFound, PayloadTooLarge
+from server.errors import (
+    BadRequest,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from server.models import (
     Activity,
     Assembly,
@@ -50,8 +59,17 @@ class ActivityResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def as2(document: dict[str, Any], media: str | None = None, status: int = 200) -> Response:
-    headers = {"Vary": "Accept", "Access-Control-Allow-Origin": "*"}
+def as2(
+    document: dict[str, Any],
+    media: str | None = None,
+    status: int = 200,
+    *,
+    signed: bool = False,
+) -> Response:
+    """An ActivityStreams answer. ``signed``: under authorized fetch the answer depends on
+    the request's signature too, so no shared cache may hand it to another requester."""
+    vary = "Accept, Signature" if signed else "Accept"
+    headers = {"Vary": vary, "Access-Control-Allow-Origin": "*"}
     response = ActivityResponse(document, status_code=status, headers=headers)
     if media and media.startswith("application/ld+json"):
         response.headers["content-type"] = media
@@ -61,6 +79,26 @@ def as2(document: dict[str, Any], media: str | None = None, status: int = 200) -
 def _ctx(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
+
+
+def _target(request: Request) -> str:
+    """The request target as signed: path and ``?query``."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+async def _require_signature(request: Request) -> bool:
+    """Under authorized fetch (INTEROCC_AUTHORIZED_FETCH), an actor-scoped ActivityStreams
+    document is read only by a verified signer whose domain is not blocked: 401 or 403
+    otherwise. Returns whether the setting is on (the answer then varies with the
+    signature). Checked before the database is asked anything, so an unsigned request
+    learns not even whether the document exists."""
+    ctx = _ctx(request)
+    if not ctx.settings.authorized_fetch:
+        return False
+    await authorized_fetch.verify_signed_get(
+        ctx, method=request.method, target=_target(request), headers=request.headers
+    )
+    return True
 
 
 def actor_document(ctx: Context, assembly: Assembly) -> dict[str, Any]:
@@ -93,10 +131,21 @@ async def actor(request: Request) -> Response:
     ctx = _ctx(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
-        media = wants_activity_json(request.headers.get("accept"))
-        if media:
-            return as2(actor_document(ctx, assembly), media)
-    return await public.assembly_page(request, assembly)
+    media = wants_activity_json(request.headers.get("accept"))
+    if not media:
+        return await public.assembly_page(request, assembly)
+    document = actor_document(ctx, assembly)
+    if not ctx.settings.authorized_fetch:
+        return as2(document, media)
+    try:
+        await _require_signature(request)
+    except (Unauthorized, TooManyRequests):
+        # The key stays public, as Mastodon keeps it: a server must be able to verify our
+        # signatures, even one we cannot verify in turn right now (its key server is down,
+        # or it signs this fetch with a key we cannot get). A signer on a blocked domain
+        # is refused (403), not served.
+        document = build_key_only_actor(document)
+    return as2(document, media, signed=True)
 
 
 async def instance_actor(request: Request) -> Response:
@@ -139,8 +188,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def post_inbox(request: Request) -> Response:
     ctx = _ctx(request)
+    if not is_activity_json(request.headers.get("content-type")):
+        raise UnsupportedMediaType("an inbox takes application/activity+json")
     body = await _read_body(request, ctx.settings.max_body_bytes)
-    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = _target(request)
     handle = request.path_params.get("handle")
     signed = await inbox.authenticate(
         ctx,
@@ -183,12 +234,21 @@ def _page_number(request: Request) -> int | None:
 
 
 def _paged(
-    collection_id: str, total: int, page: int | None, items: list[Any], request: Request
+    collection_id: str,
+    total: int,
+    page: int | None,
+    items: list[Any],
+    request: Request,
+    *,
+    signed: bool,
+    listed: bool = True,
 ) -> Response:
+    """The collection (its total and, if ``listed``, its first page) or one of its pages."""
     media = wants_activity_json(request.headers.get("accept")) or None
     if page is None:
-        first = f"{collection_id}?page=1"
-        return as2(build_collection(collection_id=collection_id, total=total, first=first), media)
+        first = f"{collection_id}?page=1" if listed else None
+        document = build_collection(collection_id=collection_id, total=total, first=first)
+        return as2(document, media, signed=signed)
     has_next = page * PAGE_SIZE < total
     doc = build_collection_page(
         page_id=f"{collection_id}?page={page}",
@@ -198,11 +258,18 @@ def _paged(
         prev_page=f"{collection_id}?page={page - 1}" if page > 1 else None,
     )
     doc["totalItems"] = total
-    return as2(doc, media)
+    return as2(doc, media, signed=signed)
+
+
+def _require_listed(assembly: Assembly) -> None:
+    # As Mastodon answers the pages of hidden collections: they do not exist.
+    if not assembly.publish_social_graph:
+        raise NotFound("this assembly does not publish this list")
 
 
 async def outbox(request: Request) -> Response:
     ctx = _ctx(request)
+    signed = await _require_signature(request)
     page = _page_number(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
@@ -230,17 +297,20 @@ async def outbox(request: Request) -> Response:
                     ctx.urls, assembly, communique, files.get(communique.id, [])
                 )
                 items.append(item)
-    return _paged(ctx.urls.outbox(assembly.handle), total, page, items, request)
+    return _paged(ctx.urls.outbox(assembly.handle), total, page, items, request, signed=signed)
 
 
 async def followers(request: Request) -> Response:
+    """Who follows an assembly: only how many, unless it publishes the list."""
     ctx = _ctx(request)
+    signed = await _require_signature(request)
     page = _page_number(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
         total = await assemblies.follower_count(session, assembly.id)
         items: list[Any] = []
         if page is not None:
+            _require_listed(assembly)
             items = list(
                 (
                     await session.scalars(
@@ -256,23 +326,32 @@ async def followers(request: Request) -> Response:
                     )
                 ).all()
             )
-    return _paged(ctx.urls.followers(assembly.handle), total, page, items, request)
+    collection_id = ctx.urls.followers(assembly.handle)
+    listed = assembly.publish_social_graph
+    return _paged(collection_id, total, page, items, request, signed=signed, listed=listed)
 
 
 async def following_collection(request: Request) -> Response:
-    """The actors an assembly follows (accepted follows only)."""
+    """The actors an assembly follows (accepted follows only): only how many, unless it
+    publishes the list."""
     ctx = _ctx(request)
+    signed = await _require_signature(request)
     page = _page_number(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
+        if page is not None:
+            _require_listed(assembly)
         targets = await following.accepted_targets(session, assembly.id)
     items = targets[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
-    return _paged(ctx.urls.following(assembly.handle), len(targets), page, items, request)
+    collection_id = ctx.urls.following(assembly.handle)
+    listed = assembly.publish_social_graph
+    return _paged(collection_id, len(targets), page, items, request, signed=signed, listed=listed)
 
 
 async def shares_collection(request: Request) -> Response:
     """The Announces of a communiqué (co-signatures among them), as Mastodon lists shares."""
     ctx = _ctx(request)
+    signed = await _require_signature(request)
     handle, public_id = request.path_params["handle"], request.path_params["public_id"]
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, handle)
@@ -283,12 +362,13 @@ async def shares_collection(request: Request) -> Response:
     page = _page_number(request)
     items = shares[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
     collection_id = ctx.urls.shares(assembly.handle, item.public_id)
-    return _paged(collection_id, len(shares), page, items, request)
+    return _paged(collection_id, len(shares), page, items, request, signed=signed)
 
 
 async def featured(request: Request) -> Response:
     """Pinned communiqués, newest pin first, as whole Notes (what Mastodon reads)."""
     ctx = _ctx(request)
+    signed = await _require_signature(request)
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, request.path_params["handle"])
         pinned = (
@@ -309,13 +389,15 @@ async def featured(request: Request) -> Response:
         collection_id=ctx.urls.featured(assembly.handle), total=len(items), first=None
     )
     doc["orderedItems"] = items
-    return as2(doc, wants_activity_json(request.headers.get("accept")))
+    return as2(doc, wants_activity_json(request.headers.get("accept")), signed=signed)
 
 
 async def communique(request: Request) -> Response:
     ctx = _ctx(request)
     handle, public_id = request.path_params["handle"], request.path_params["public_id"]
     media = wants_activity_json(request.headers.get("accept"))
+    # Only the ActivityStreams face is guarded: the HTML page stays public.
+    signed = await _require_signature(request) if media else False
     async with ctx.sessions() as session:
         assembly = await assemblies.get_public(session, handle)
         assembly, item = await communiques.get(session, assembly.handle, public_id)
@@ -324,15 +406,18 @@ async def communique(request: Request) -> Response:
     if item.deleted_at is not None:
         if media:
             tomb = build_tombstone(object_id=note_url, deleted=item.deleted_at)
-            return as2({"@context": CONTEXT, **tomb}, media, status=410)
+            return as2({"@context": CONTEXT, **tomb}, media, status=410, signed=signed)
         raise Gone("this communiqué was deleted")
     if media and note is not None:
-        return as2({"@context": communiques.context_of(ctx.urls, note), **note}, media)
+        document = {"@context": communiques.context_of(ctx.urls, note), **note}
+        return as2(document, media, signed=signed)
     return await public.communique_page(request, assembly, item)
 
 
 async def activity(request: Request) -> Response:
+    """An activity of an assembly's (a Create carries its communiqué): guarded like it."""
     ctx = _ctx(request)
+    signed = await _require_signature(request)
     async with ctx.sessions() as session:
         row = (
             await session.execute(
@@ -347,7 +432,7 @@ async def activity(request: Request) -> Response:
     found, item = row
     if found.type == "Create" and item is not None and item.deleted_at is not None:
         raise Gone("this communiqué was deleted")
-    return as2(found.document, wants_activity_json(request.headers.get("accept")))
+    return as2(found.document, wants_activity_json(request.headers.get("accept")), signed=signed)
 
 
 routes = [

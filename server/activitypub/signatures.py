@@ -53,6 +53,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "parse_signature",
+    "precheck_request",
     "sign_request",
     "sign_request_rfc9421",
     "verify_request",
@@ -401,22 +402,41 @@ def _check_cavage_digest(value: str, body: bytes) -> None:
         raise _Fail("Digest has no SHA-256 or SHA-512 value")
 
 
-def _verify_cavage(
+def _same_host(signed: str, expected: str) -> bool:
+    """Host[:port] equality, case-insensitive, with a default port written or not."""
+
+    def bare(value: str) -> str:
+        value = value.strip().lower()
+        for default in (":443", ":80"):
+            if value.endswith(default):
+                return value[: -len(default)]
+        return value
+
+    return bare(signed) == bare(expected)
+
+
+def _check_host(signed: str | None, expected_host: str | None) -> None:
+    # A request signed for another server's inbox must not replay here.
+    if expected_host is not None and (signed is None or not _same_host(signed, expected_host)):
+        raise _Fail("signed Host is not this server")
+
+
+def _prepare_cavage(
     method: str,
     target: str,
     headers: Headers,
     body: bytes,
-    public_key: PublicKey,
     now: datetime,
     window: timedelta,
     require_body_digest: bool,
     authority: str | None,
-) -> Verified:
+    expected_host: str | None,
+) -> tuple[_CavageSignature, list[list[str]]]:
+    """Every check that needs no key, and the signing strings to try."""
     value = _cavage_header_value(headers)
     if value is None:
         raise _Fail("missing signature")
     sig = _parse_cavage(value)
-    algorithms = _cavage_algorithms(sig.algorithm, public_key)
     covered = sig.covered
 
     if "(request-target)" not in covered:
@@ -492,7 +512,26 @@ def _verify_cavage(
                 line_value = header_value
             lines.append(f"{name}: {_no_line_breaks(line_value)}")
         lines_per_candidate.append(lines)
+    _check_host(_header(headers, "host") or authority, expected_host)
+    return sig, lines_per_candidate
 
+
+def _verify_cavage(
+    method: str,
+    target: str,
+    headers: Headers,
+    body: bytes,
+    public_key: PublicKey,
+    now: datetime,
+    window: timedelta,
+    require_body_digest: bool,
+    authority: str | None,
+    expected_host: str | None,
+) -> Verified:
+    sig, lines_per_candidate = _prepare_cavage(
+        method, target, headers, body, now, window, require_body_digest, authority, expected_host
+    )
+    algorithms = _cavage_algorithms(sig.algorithm, public_key)
     signature = _b64decode(sig.signature, "signature value")
     for lines in lines_per_candidate:
         data = _encode_base("\n".join(lines))
@@ -680,21 +719,21 @@ def _rfc9421_base(lines: Sequence[tuple[str, str]], params_text: str) -> str:
     return "\n".join(out)
 
 
-def _verify_rfc9421(
+def _prepare_rfc9421(
     method: str,
     target: str,
     headers: Headers,
     body: bytes,
-    public_key: PublicKey,
     now: datetime,
     window: timedelta,
     require_body_digest: bool,
     authority: str | None,
+    expected_host: str | None,
     signature_input: str,
     signature_value: str,
-) -> Verified:
+) -> tuple[_Rfc9421Signature, list[bytes]]:
+    """Every check that needs no key, and the signature bases to try."""
     sig = _parse_rfc9421(signature_input, signature_value)
-    alg = _rfc9421_algorithm(sig.alg, public_key)
     covered = sig.components
 
     if "@method" not in covered:
@@ -749,16 +788,55 @@ def _verify_rfc9421(
             raise _Fail(f"covered header {name} missing")
         return [header_value]
 
+    if "@target-uri" in covered and absolute_target:
+        _check_host(urlsplit(target).netloc, expected_host)
+    else:
+        _check_host(host, expected_host)
+
     # We sit behind a TLS-terminating proxy, so the scheme the signer saw is not knowable
     # from the request itself: https is what remotes use, http is tried for the rest.
     schemes = ("https", "http") if {"@target-uri", "@scheme"} & set(covered) else ("https",)
+    bases: list[bytes] = []
     for scheme in schemes:
         per_component = [values(name, scheme) for name in covered]
         for combination in itertools.product(*per_component):
             for params_text in sig.params_texts:
                 base = _rfc9421_base(list(zip(covered, combination, strict=True)), params_text)
-                if _verify_bytes(public_key, alg, sig.signature, _encode_base(base)):
-                    return Verified(key_id=sig.key_id, scheme="rfc9421")
+                bases.append(_encode_base(base))
+    return sig, bases
+
+
+def _verify_rfc9421(
+    method: str,
+    target: str,
+    headers: Headers,
+    body: bytes,
+    public_key: PublicKey,
+    now: datetime,
+    window: timedelta,
+    require_body_digest: bool,
+    authority: str | None,
+    expected_host: str | None,
+    signature_input: str,
+    signature_value: str,
+) -> Verified:
+    sig, bases = _prepare_rfc9421(
+        method,
+        target,
+        headers,
+        body,
+        now,
+        window,
+        require_body_digest,
+        authority,
+        expected_host,
+        signature_input,
+        signature_value,
+    )
+    alg = _rfc9421_algorithm(sig.alg, public_key)
+    for base in bases:
+        if _verify_bytes(public_key, alg, sig.signature, base):
+            return Verified(key_id=sig.key_id, scheme="rfc9421")
     raise _Fail("signature verification failed")
 
 
@@ -796,6 +874,59 @@ def parse_signature(headers: Headers) -> SignatureInfo | Rejected:
         return Rejected("malformed signature")
 
 
+def precheck_request(
+    method: str,
+    target: str,
+    headers: Headers,
+    body: bytes,
+    *,
+    now: datetime,
+    window: timedelta,
+    require_body_digest: bool = True,
+    authority: str | None = None,
+    expected_host: str | None = None,
+) -> Rejected | None:
+    """Every check of ``verify_request`` that needs no key; never raises.
+
+    Run first, so that a request whose Date is out of the window, whose digest does not match
+    its body, whose signature does not cover what it must or was made for another host costs
+    no key lookup and no request to the signer's server.
+    """
+    try:
+        now = _as_utc(now)
+        rfc9421 = _rfc9421_headers(headers)
+        if rfc9421 is not None:
+            _prepare_rfc9421(
+                method,
+                target,
+                headers,
+                body,
+                now,
+                window,
+                require_body_digest,
+                authority,
+                expected_host,
+                *rfc9421,
+            )
+        else:
+            _prepare_cavage(
+                method,
+                target,
+                headers,
+                body,
+                now,
+                window,
+                require_body_digest,
+                authority,
+                expected_host,
+            )
+    except _Fail as fail:
+        return Rejected(fail.reason)
+    except Exception:
+        return Rejected("malformed signature")
+    return None
+
+
 def verify_request(
     method: str,
     target: str,
@@ -807,11 +938,13 @@ def verify_request(
     window: timedelta,
     require_body_digest: bool = True,
     authority: str | None = None,
+    expected_host: str | None = None,
 ) -> Verified | Rejected:
     """Check the request's signature against ``public_key``; never raises.
 
     ``target`` is the request target exactly as received (path plus ``?query``); ``body`` the
-    exact received bytes. ``authority`` (host[:port]) stands in for a missing Host header.
+    exact received bytes. ``authority`` (host[:port]) stands in for a missing Host header;
+    ``expected_host``, when given, is the only Host the signature may have been made for.
     The caller must still check that the returned ``key_id`` belongs to the actor the
     activity claims to come from.
     """
@@ -829,6 +962,7 @@ def verify_request(
                 window,
                 require_body_digest,
                 authority,
+                expected_host,
                 *rfc9421,
             )
         return _verify_cavage(
@@ -841,6 +975,7 @@ def verify_request(
             window,
             require_body_digest,
             authority,
+            expected_host,
         )
     except _Fail as fail:
         return Rejected(fail.reason)

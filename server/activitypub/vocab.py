@@ -78,6 +78,19 @@ def build_actor(
     return doc
 
 
+# What anyone may read of an actor under authorized fetch, as Mastodon restricts it for
+# unsigned requests: who it is, where to write to it, and the key that verifies it.
+KEY_ONLY_ACTOR_FIELDS = ("id", "type", "preferredUsername", "inbox", "publicKey")
+
+
+def build_key_only_actor(actor: Doc) -> Doc:
+    """The public part of an actor document (``KEY_ONLY_ACTOR_FIELDS``): enough for a server
+    to verify the actor's signatures, nothing of its profile or its collections."""
+    doc: Doc = {"@context": [AS_CONTEXT, SECURITY_CONTEXT]}
+    doc.update({name: actor[name] for name in KEY_ONLY_ACTOR_FIELDS if name in actor})
+    return doc
+
+
 def build_note(
     *,
     note_id: str,

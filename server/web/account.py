@@ -103,7 +103,8 @@ def _closing(
 
 
 def _client(request: Request) -> str:
-    # uvicorn puts the proxy's X-Forwarded-For here when the proxy is trusted.
+    # uvicorn puts the proxy's X-Forwarded-For here when the proxy is trusted. Only the
+    # login limiter reads it, and it stores a keyed hash: no address is logged or kept.
     return request.client.host if request.client else "unknown"
 
 
@@ -177,7 +178,12 @@ async def login(request: Request) -> Response:
     # Committed whether or not the login succeeds: failures are the rate limiter's memory.
     async with ctx.sessions() as session, session.begin():
         result = await accounts.authenticate(
-            session, email=email, password=password, client=_client(request), now=ctx.clock()
+            session,
+            email=email,
+            password=password,
+            client=_client(request),
+            secret=ctx.settings.secret_key,
+            now=ctx.clock(),
         )
         if result.user is not None:
             if previous:
@@ -346,6 +352,7 @@ def _settings_values(assembly: Assembly) -> dict[str, Any]:
         "place": assembly.place,
         "languages": ", ".join(assembly.languages or []),
         "manually_approves_followers": assembly.manually_approves_followers,
+        "publish_social_graph": assembly.publish_social_graph,
     }
 
 
@@ -365,15 +372,19 @@ async def assembly_settings(request: Request) -> Response:
         assembly, _ = await require_member(session, user, handle, admin=True)
     form = await read_form(request, files=True)
     values = _profile_values(form)
-    state = FormState(values=values)
+    publish = form_checkbox(form, "publish_social_graph")
+    state = FormState(values={**values, "publish_social_graph": publish})
     files = _Files()
-    changed = sent = False
+    changed = sent = listing_changed = False
     try:
         async with ctx.sessions() as session, session.begin():
             # Its own name: on failure the rollback expires it, the page shows `assembly`.
             target, _ = await require_member(session, user, handle, admin=True)
             target, changed = await assemblies.update_profile(
                 session, handle=target.handle, **values
+            )
+            listing_changed = await assemblies.set_publish_social_graph(
+                session, handle=target.handle, publish=publish
             )
             if await _store_images(session, ctx, form, assembly=target, user=user, files=files):
                 changed = True
@@ -401,7 +412,7 @@ async def assembly_settings(request: Request) -> Response:
     if sent:
         ctx.wake.set()
         flash = "Saved. Followers' servers are sent the new profile."
-    elif changed:
+    elif changed or listing_changed:
         flash = "Saved."
     else:
         flash = "Nothing to change."

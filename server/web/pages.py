@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from server import instance, ratification
+from server.content import safe_link
 from server.context import Context
 from server.web.session import clear_cookie, cookie_name, csrf_token, current_user, take_flash
 
@@ -32,6 +33,9 @@ def create_templates() -> Environment:
         doc.get("ratification") if isinstance(doc, dict) else None
     )
     env.filters["iso"] = lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else ""
+    # Every URL that came from another server goes through this before it is an href or a
+    # src: an absolute http(s) URL, or None (see _links.html).
+    env.filters["safe_link"] = safe_link
     return env
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import uvicorn
@@ -32,11 +33,20 @@ def free_port() -> int:
 
 class ServerThread:
     def __init__(
-        self, app: Any, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "on"
+        self,
+        app: Any,
+        *,
+        port: int = 0,
+        lifespan: Literal["auto", "on", "off"] = "on",
+        options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``options`` replace uvicorn settings (say, those ``interocc serve`` uses); the
+        server always listens on 127.0.0.1 and ``port``. The defaults print no access log:
+        uvicorn's names every client's address."""
         self.app = app
         self.port = port
         self.lifespan = lifespan
+        self.options = {k: v for k, v in (options or {}).items() if k not in {"host", "port"}}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -51,16 +61,16 @@ class ServerThread:
             raise RuntimeError("server already started")
         self._sock = _bind(self.port)
         self.port = int(self._sock.getsockname()[1])
+        config_options: dict[str, Any] = {
+            "log_level": "warning",
+            "access_log": False,
+            "loop": "asyncio",
+            "ws": "none",
+            "timeout_graceful_shutdown": 5,
+        }
+        config_options.update(self.options)
         config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=self.port,
-            lifespan=self.lifespan,
-            log_level="warning",
-            access_log=False,
-            loop="asyncio",
-            ws="none",
-            timeout_graceful_shutdown=5,
+            self.app, host="127.0.0.1", port=self.port, lifespan=self.lifespan, **config_options
         )
         self._server = server = uvicorn.Server(config)
         sock = self._sock

@@ -1,0 +1,109 @@
+"""Who signed a request: the one verification path for inbox POSTs and signed GETs.
+
+Cheap checks first, then at most one key lookup: every check that needs no key
+(``precheck_request``: Date window, Digest, signed Host, covered headers), then the cached
+key, then one guarded fetch (``resolve_key``, which binds the key to its owner's own actor
+document; refused for a while after it failed, and bounded per host by ``ctx.guards``), then
+the signature. Nothing is written here: a fetched key is returned for the caller to store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from server.activitypub.actors import ResolvedKey, host_of, resolve_key
+from server.activitypub.signatures import (
+    Rejected,
+    load_public_key,
+    precheck_request,
+    verify_request,
+)
+from server.context import Context
+from server.errors import RemoteError, TooManyRequests, Unauthorized
+from server.models import RemoteKey
+
+
+class KeyUnavailable(Unauthorized):
+    """The signing key could not be fetched (and no cached key was there to try)."""
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The verified key of a request and its owner; ``fetched`` is a key not yet stored."""
+
+    key_id: str
+    owner_uri: str
+    fetched: ResolvedKey | None
+
+
+async def verify_signer(
+    ctx: Context,
+    *,
+    method: str,
+    target: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    key_id: str,
+) -> Signer:
+    """Raises Unauthorized (KeyUnavailable when the key cannot be had) or TooManyRequests."""
+    now, window, host = ctx.clock(), ctx.settings.signature_window, ctx.urls.host
+    early = precheck_request(
+        method, target, headers, body, now=now, window=window, authority=host, expected_host=host
+    )
+    if early is not None:
+        raise Unauthorized(f"signature not verified: {early.reason}")
+
+    def check(pem: str) -> Rejected | None:
+        public_key = load_public_key(pem)
+        if public_key is None:
+            return Rejected("the signing key cannot be parsed")
+        result = verify_request(
+            method,
+            target,
+            headers,
+            body,
+            public_key=public_key,
+            now=now,
+            window=window,
+            authority=host,
+            expected_host=host,
+        )
+        return result if isinstance(result, Rejected) else None
+
+    async with ctx.sessions() as session:
+        cached = (
+            await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))
+        ).first()
+    failure = check(cached.public_key_pem) if cached is not None else None
+    if cached is not None and failure is None:
+        return Signer(key_id, cached.owner_uri, None)
+    # Not cached, or the key may have been rotated since we cached it: fetch it (once).
+    try:
+        fetched = await fetch_key(ctx, key_id)
+    except RemoteError as exc:
+        if failure is not None:
+            raise Unauthorized(f"signature not verified: {failure.reason}") from exc
+        raise KeyUnavailable(f"could not obtain the signing key: {exc.message}") from exc
+    failure = check(fetched.pem)
+    if failure is not None:
+        raise Unauthorized(f"signature not verified: {failure.reason}")
+    return Signer(key_id, fetched.owner_uri, fetched)
+
+
+async def fetch_key(ctx: Context, key_id: str) -> ResolvedKey:
+    """``resolve_key``, unless it failed a moment ago or the key's host had its share."""
+    guards = ctx.guards
+    failed = guards.failed_keys.get(key_id)
+    if failed is not None:
+        raise RemoteError(failed, detail=f"{key_id} (remembered)")
+    wait = guards.key_fetches.take(host_of(key_id))
+    if wait is not None:
+        raise TooManyRequests("too many signing keys to look up on your host", retry_after=wait)
+    try:
+        return await resolve_key(ctx, key_id)
+    except RemoteError as exc:
+        guards.failed_keys.add(key_id, exc.message)
+        raise

@@ -1,0 +1,1 @@
+"""Hostile cases, one file per class of attack (docs/security.md)."""
