@@ -1,0 +1,35 @@
+"""The hostile cases run on both engines; their many payload variants, on SQLite alone.
+
+Every test function here runs on SQLite and on PostgreSQL with its first set of parameters.
+Its further parameter sets (another media type, another embedded address form, another
+tampered field) exercise the same code path with a different payload: they run on SQLite
+only, which keeps ``make test`` within its time on a 2-core machine. Tests that take no
+database are not affected.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seen: set[str] = set()
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if (
+            callspec is None
+            or callspec.params.get("backend") != "postgresql"
+            or "tests/security/" not in item.nodeid
+        ):
+            kept.append(item)
+            continue
+        function = item.nodeid.split("[", 1)[0]
+        if function in seen:
+            dropped.append(item)
+        else:
+            seen.add(function)
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
