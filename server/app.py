@@ -16,12 +16,12 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from server import worker
-from server.activitypub import namespace, webfinger
-from server.activitypub import routes as ap_routes
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings
 from server.context import Context, create_context
 from server.errors import InterOccError, LoginRequired, TooManyRequests
+from server.federation import namespace, webfinger
+from server.federation import routes as ap_routes
 from server.web import (
     account,
     admin,

@@ -17,6 +17,7 @@ from server.activitypub import delivery
 from server.activitypub.signatures import generate_private_key_pem
 from server.activitypub.vocab import PUBLIC
 from server.config import Settings
+from server.content import LANGUAGE_RE
 from server.errors import BadRequest, Conflict, Gone, NotFound
 from server.models import (
     Activity,
@@ -75,12 +76,9 @@ def _check_place(place: str) -> str:
 def parse_languages(raw: str | Iterable[str]) -> list[str]:
     """Language codes from "en, es pt-BR" (or a list): checked, de-duplicated, in order.
 
-    Each code follows the rule communiqués' languages follow (``communiques.LANGUAGE_RE``);
+    Each code follows the rule communiqués' languages follow (``content.LANGUAGE_RE``);
     the primary subtag is lower-cased first, so "EN" is "en".
     """
-    # Imported here: server.communiques imports this module.
-    from server.communiques import LANGUAGE_RE
-
     parts = re.split(r"[\s,;]+", raw) if isinstance(raw, str) else list(raw)
     codes: list[str] = []
     for part in (p.strip() for p in parts):
@@ -362,7 +360,7 @@ async def announce_profile(
     """Send followers an Update{actor} with the assembly's new actor document.
 
     Only an approved assembly federates; for any other nothing is sent (None).
-    ``actor_document`` is what the actor URL serves (server.activitypub.routes builds it).
+    ``actor_document`` is what the actor URL serves (vocab.build_assembly_actor builds it).
     """
     if assembly.status != AssemblyStatus.APPROVED:
         return None

@@ -18,7 +18,7 @@ from server import activities, assemblies, polls, ratification, relays
 from server.activitypub import delivery
 from server.activitypub.mentions import Mention
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
-from server.content import render_markdown, safe_link
+from server.content import LANGUAGE_RE, render_markdown, safe_link
 from server.errors import BadRequest, Gone, NotFound
 from server.media import media_url
 from server.models import Activity, Assembly, Communique, Media, MediaPurpose, Reply
@@ -28,7 +28,6 @@ from server.urls import COMMUNIQUE, Urls, new_public_id
 MAX_SOURCE = 50_000
 MAX_SUMMARY = 500  # a content warning is a line, not a text
 MAX_ATTACHMENTS = 4  # what Mastodon shows
-LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 class Keep(enum.Enum):

@@ -25,6 +25,8 @@ ALLOWED_ATTRIBUTES = {
 URL_SCHEMES = {"http", "https", "mailto"}
 LINK_REL = "nofollow noopener noreferrer"
 MAX_LINK = 2048  # the longest URL our columns hold
+# A BCP 47 language tag as communiqués and assemblies accept it (primary subtag lower-case).
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 HASHTAG_RE = re.compile(r"(?<![\w/&#])#(\w{1,64})", re.UNICODE)
 _TAG_SPLIT_RE = re.compile(r"(<[^>]*>)")

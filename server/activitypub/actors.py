@@ -11,10 +11,11 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise, normalise_off_loop
+from server.activitypub.vocab import build_assembly_actor
 from server.content import safe_link
 from server.context import Context
-from server.errors import BadRequest, RemoteError
-from server.models import Follower, RemoteActor, RemoteKey
+from server.errors import BadRequest, Gone, NotFound, RemoteError
+from server.models import Assembly, AssemblyStatus, Follower, RemoteActor, RemoteKey
 
 ACTOR_TYPES = {"Person", "Group", "Organization", "Service", "Application"}
 ACTOR_TTL = timedelta(days=1)
@@ -180,15 +181,14 @@ async def fetch_actor(
 async def local_actor(session: AsyncSession, ctx: Context, uri: str) -> RemoteActor:
     """One of our assemblies as a RemoteActor row (how followers and follows refer to
     actors), from the same actor document the world fetches."""
-    from server import assemblies  # domain module; imported here to keep layers acyclic
-    from server.activitypub.routes import actor_document  # the one actor serialiser
-
     handle = uri.removeprefix(ctx.urls.actor(""))
-    assembly = await assemblies.find(session, handle) if "/" not in handle else None
-    if assembly is None:
-        raise RemoteError("no such assembly on this instance", detail=uri)
-    await assemblies.get_public(session, assembly.handle)  # pending, rejected, suspended: no
-    return await store_actor(session, ctx, normalise(actor_document(ctx, assembly)))
+    query = select(Assembly).where(Assembly.handle == handle)
+    assembly = (await session.scalars(query)).first() if "/" not in handle else None
+    if assembly is None or assembly.status in {AssemblyStatus.PENDING, AssemblyStatus.REJECTED}:
+        raise NotFound("no such assembly on this instance", detail=uri)
+    if assembly.status == AssemblyStatus.SUSPENDED:
+        raise Gone("this assembly is suspended")
+    return await store_actor(session, ctx, normalise(build_assembly_actor(ctx.urls, assembly)))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ _LITEPUB = "litepub-0.1"
 _INTEROCC_PATH = "/ns/interocc/v1"
 _INTEROCC_FILE = "interocc-v1.json"
 _INTEROCC = "interocc"
+# Our own context document, as the /ns/interocc/v1 route serves it.
+INTEROCC_CONTEXT_FILE = _CONTEXT_DIR / _INTEROCC_FILE
 # The W3C contexts pyld ships with itself, and their other published spellings.
 _PYLD_ALIASES = {
     "https://www.w3.org/ns/activitystreams.jsonld": "https://www.w3.org/ns/activitystreams",

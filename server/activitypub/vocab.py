@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from server.content import plain_to_html
+from server.models import Assembly
+from server.urls import Urls
+
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
 SECURITY_CONTEXT = "https://w3id.org/security/v1"
 PUBLIC = "https://www.w3.org/ns/activitystreams#Public"
@@ -81,6 +85,33 @@ def build_actor(
 # What anyone may read of an actor under authorized fetch, as Mastodon restricts it for
 # unsigned requests: who it is, where to write to it, and the key that verifies it.
 KEY_ONLY_ACTOR_FIELDS = ("id", "type", "preferredUsername", "inbox", "publicKey")
+
+
+def build_assembly_actor(urls: Urls, assembly: Assembly) -> Doc:
+    """An assembly's Group actor: what its actor URL serves, and how we read our own."""
+    h = assembly.handle
+    document = build_actor(
+        actor_id=urls.actor(h),
+        handle=h,
+        name=assembly.name,
+        summary_html=plain_to_html(assembly.summary),
+        inbox=urls.inbox(h),
+        outbox=urls.outbox(h),
+        followers=urls.followers(h),
+        following=urls.following(h),
+        featured=urls.featured(h),
+        shared_inbox=urls.shared_inbox(),
+        key_id=urls.key_id(h),
+        public_key_pem=assembly.public_key_pem,
+        manually_approves_followers=assembly.manually_approves_followers,
+        discoverable=assembly.discoverable,
+        published=assembly.approved_at or assembly.created_at,
+        icon_url=assembly.icon_url,
+    )
+    if assembly.header_url:
+        # Mastodon shows an actor's `image` as its profile header.
+        document["image"] = {"type": "Image", "url": assembly.header_url}
+    return document
 
 
 def build_key_only_actor(actor: Doc) -> Doc:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server import accounts, assemblies, instance, media, memberships
-from server.activitypub.routes import actor_document
+from server.activitypub.vocab import build_assembly_actor
 from server.context import Context
 from server.errors import Conflict, Forbidden, InterOccError, NotFound
 from server.instance import RegistrationMode
@@ -393,7 +393,7 @@ async def assembly_settings(request: Request) -> Response:
                     session,
                     ctx.urls,
                     assembly=target,
-                    actor_document=actor_document(ctx, target),
+                    actor_document=build_assembly_actor(ctx.urls, target),
                     now=ctx.clock(),
                 )
                 sent = announced is not None

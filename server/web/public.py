@@ -2,7 +2,7 @@
 permalink.
 
 The assembly and communiqué pages share their URLs with the AS2 documents; the routes in
-server.activitypub.routes negotiate and call :func:`assembly_page` / :func:`communique_page`
+server.federation.routes negotiate and call :func:`assembly_page` / :func:`communique_page`
 for the HTML face.
 
 The read queries these pages need (directory search, attachments, counts) are small

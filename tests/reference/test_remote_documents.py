@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import select
 
 from server.activitypub.actors import ACTOR_TYPES, parse_actor, public_keys_of, store_actor
-from server.activitypub.inbox import NOTE_TYPES
 from server.activitypub.jsonld import as_list, id_of, normalise
 from server.activitypub.signatures import load_public_key
 from server.content import sanitise_html
 from server.context import Context
+from server.federation.inbox import NOTE_TYPES
 from server.models import RemoteActor, RemoteKey
 from server.timeline import content_of
 from tests.reference import reference_dir

@@ -29,7 +29,7 @@ from server import (
     relays,
     timeline,
 )
-from server.activitypub import delivery, forwarding
+from server.activitypub import delivery
 from server.activitypub.actors import (
     ResolvedKey,
     fetch_actor,
@@ -64,6 +64,7 @@ from server.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from server.federation import forwarding
 from server.models import (
     Assembly,
     AssemblyStatus,

@@ -1,4 +1,4 @@
-"""GET /ns/interocc/v1: the interocc JSON-LD context, as bundled in contexts/interocc-v1.json.
+"""GET /ns/interocc/v1: our interocc JSON-LD context (server/activitypub/contexts/).
 
 Our documents that carry interocc terms name this URL in their ``@context``; software doing
 full JSON-LD processing (Fedify, for one) fetches it. InterOcc itself never does: every
@@ -7,16 +7,14 @@ instance has the same file bundled.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.activitypub.jsonld import INTEROCC_CONTEXT_FILE
 from server.ratification import CONTEXT_PATH
 
-_FILE = Path(__file__).parent / "contexts" / "interocc-v1.json"
-_BODY = _FILE.read_bytes()
+_BODY = INTEROCC_CONTEXT_FILE.read_bytes()
 
 
 async def interocc_context(request: Request) -> Response:

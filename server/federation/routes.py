@@ -16,18 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server import assemblies, communiques, cosign, following, urls
-from server.activitypub import authorized_fetch, inbox
+from server.activitypub import authorized_fetch
 from server.activitypub.negotiation import is_activity_json, wants_activity_json
 from server.activitypub.vocab import (
     AS2_MEDIA_TYPE,
     CONTEXT,
-    build_actor,
+    build_assembly_actor,
     build_collection,
     build_collection_page,
     build_key_only_actor,
     build_tombstone,
 )
-from server.content import plain_to_html
 from server.context import Context
 from server.errors import (
     BadRequest,
@@ -38,6 +37,7 @@ from server.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from server.federation import inbox
 from server.models import (
     Activity,
     Assembly,
@@ -102,29 +102,7 @@ async def _require_signature(request: Request) -> bool:
 
 
 def actor_document(ctx: Context, assembly: Assembly) -> dict[str, Any]:
-    u, h = ctx.urls, assembly.handle
-    document = build_actor(
-        actor_id=u.actor(h),
-        handle=h,
-        name=assembly.name,
-        summary_html=plain_to_html(assembly.summary),
-        inbox=u.inbox(h),
-        outbox=u.outbox(h),
-        followers=u.followers(h),
-        following=u.following(h),
-        featured=u.featured(h),
-        shared_inbox=u.shared_inbox(),
-        key_id=u.key_id(h),
-        public_key_pem=assembly.public_key_pem,
-        manually_approves_followers=assembly.manually_approves_followers,
-        discoverable=assembly.discoverable,
-        published=assembly.approved_at or assembly.created_at,
-        icon_url=assembly.icon_url,
-    )
-    if assembly.header_url:
-        # Mastodon shows an actor's `image` as its profile header.
-        document["image"] = {"type": "Image", "url": assembly.header_url}
-    return document
+    return build_assembly_actor(ctx.urls, assembly)
 
 
 async def actor(request: Request) -> Response:
