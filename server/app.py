@@ -17,7 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from server import worker
 from server.activitypub.negotiation import wants_activity_json
-from server.config import Settings
+from server.config import Settings, load_settings
 from server.context import Context, create_context
 from server.errors import InterOccError, LoginRequired, TooManyRequests
 from server.federation import namespace, webfinger
@@ -132,3 +132,8 @@ def create_app(
             Exception: _unexpected,
         },
     )
+
+
+def app_from_environment() -> Starlette:
+    """The app as ``interocc serve --workers N`` starts it in each process (uvicorn factory)."""
+    return create_app(load_settings())

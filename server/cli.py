@@ -344,7 +344,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
     from server.app import create_app
 
+    if args.workers > 1 and not settings.database_url.startswith("postgresql"):
+        raise CommandError("--workers above 1 needs PostgreSQL (INTEROCC_DATABASE_URL)")
+    if args.workers > 1 and args.with_worker:
+        raise CommandError("--workers above 1 runs no delivery worker: start `interocc worker`")
     asyncio.run(_check_schema(settings))
+    if args.workers > 1:
+        # Each process builds its own app (and its own context) from the environment.
+        uvicorn.run(
+            "server.app:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            **serve_options(settings, args),
+        )
+        return
     app = create_app(settings, run_worker=args.with_worker)
     uvicorn.run(app, **serve_options(settings, args))
 
@@ -360,6 +373,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--with-worker", action="store_true", help="also run the delivery worker in-process"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 65),
+        metavar="N",
+        help="HTTP processes (PostgreSQL only; one per core is a good start)",
     )
     serve.add_argument(
         "--forwarded-allow-ips",
