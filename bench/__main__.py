@@ -1,10 +1,13 @@
-"""Two measurements, each a ratio against a baseline measured in the same run.
+"""Measurements, each a ratio against a baseline measured in the same run.
 
 1. Delivery throughput: our worker against raw sign+POST to the same loopback sink. Both
    sides sign every request afresh and POST it to a uvicorn sink on 127.0.0.1 with the
    same concurrency.
 2. Incoming JSON-LD: ``normalise`` (expand, coerce, compact against our context) against a
    bare pyld expansion of the same Mastodon Create, both with our offline loader.
+
+3. Inbound federation (bench/inbound.py): signed inbox POSTs and actor GETs against bare
+   Starlette apps, on SQLite and on PostgreSQL.
 
 The ratios are what to watch, not the absolute numbers. Run with `make bench` (N
 deliveries, default 400: `python -m bench 1000`).
@@ -25,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bench import inbound
 from server import assemblies, communiques, migrate, worker
 from server.activitypub.signatures import generate_private_key_pem, load_private_key, sign_request
 from server.config import Settings
@@ -142,6 +146,18 @@ async def main(n: int) -> None:
     print(f"baseline pyld expand:   {bare * 1000:8.2f} ms")
     print(f"interocc normalise:     {full * 1000:8.2f} ms")
     print(f"ratio (normalise/expand): {full / bare:.2f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{Path(tmp) / 'inbound.sqlite3'}"
+        inbound.report("SQLite", await inbound.measure(url, n_inbox=n * 2, n_get=n * 5))
+    pg = await inbound.postgres_database()
+    if pg is None:
+        print("inbound, PostgreSQL: not answering at 127.0.0.1:5432, not measured")
+        return
+    url, drop = pg
+    try:
+        inbound.report("PostgreSQL", await inbound.measure(url, n_inbox=n * 2, n_get=n * 5))
+    finally:
+        await drop()
 
 
 if __name__ == "__main__":
