@@ -516,31 +516,6 @@ def _prepare_cavage(
     return sig, lines_per_candidate
 
 
-def _verify_cavage(
-    method: str,
-    target: str,
-    headers: Headers,
-    body: bytes,
-    public_key: PublicKey,
-    now: datetime,
-    window: timedelta,
-    require_body_digest: bool,
-    authority: str | None,
-    expected_host: str | None,
-) -> Verified:
-    sig, lines_per_candidate = _prepare_cavage(
-        method, target, headers, body, now, window, require_body_digest, authority, expected_host
-    )
-    algorithms = _cavage_algorithms(sig.algorithm, public_key)
-    signature = _b64decode(sig.signature, "signature value")
-    for lines in lines_per_candidate:
-        data = _encode_base("\n".join(lines))
-        for alg in algorithms:
-            if _verify_bytes(public_key, alg, signature, data):
-                return Verified(key_id=sig.key_id, scheme="draft-cavage")
-    raise _Fail("signature verification failed")
-
-
 # --------------------------------------------------------------------------------------------
 # RFC 9421
 
@@ -806,40 +781,6 @@ def _prepare_rfc9421(
     return sig, bases
 
 
-def _verify_rfc9421(
-    method: str,
-    target: str,
-    headers: Headers,
-    body: bytes,
-    public_key: PublicKey,
-    now: datetime,
-    window: timedelta,
-    require_body_digest: bool,
-    authority: str | None,
-    expected_host: str | None,
-    signature_input: str,
-    signature_value: str,
-) -> Verified:
-    sig, bases = _prepare_rfc9421(
-        method,
-        target,
-        headers,
-        body,
-        now,
-        window,
-        require_body_digest,
-        authority,
-        expected_host,
-        signature_input,
-        signature_value,
-    )
-    alg = _rfc9421_algorithm(sig.alg, public_key)
-    for base in bases:
-        if _verify_bytes(public_key, alg, sig.signature, base):
-            return Verified(key_id=sig.key_id, scheme="rfc9421")
-    raise _Fail("signature verification failed")
-
-
 # --------------------------------------------------------------------------------------------
 # Public entry points: incoming
 
@@ -874,6 +815,59 @@ def parse_signature(headers: Headers) -> SignatureInfo | Rejected:
         return Rejected("malformed signature")
 
 
+def _prepare(
+    method: str,
+    target: str,
+    headers: Headers,
+    body: bytes,
+    now: datetime,
+    window: timedelta,
+    require_body_digest: bool,
+    authority: str | None,
+    expected_host: str | None,
+) -> Callable[[PublicKey], Verified]:
+    """Every check that needs no key, then a function that checks the signature with one."""
+    now = _as_utc(now)
+    rfc9421 = _rfc9421_headers(headers)
+    if rfc9421 is not None:
+        sig9421, bases = _prepare_rfc9421(
+            method,
+            target,
+            headers,
+            body,
+            now,
+            window,
+            require_body_digest,
+            authority,
+            expected_host,
+            *rfc9421,
+        )
+
+        def check_rfc9421(public_key: PublicKey) -> Verified:
+            alg = _rfc9421_algorithm(sig9421.alg, public_key)
+            for base in bases:
+                if _verify_bytes(public_key, alg, sig9421.signature, base):
+                    return Verified(key_id=sig9421.key_id, scheme="rfc9421")
+            raise _Fail("signature verification failed")
+
+        return check_rfc9421
+    sig, lines_per_candidate = _prepare_cavage(
+        method, target, headers, body, now, window, require_body_digest, authority, expected_host
+    )
+
+    def check_cavage(public_key: PublicKey) -> Verified:
+        algorithms = _cavage_algorithms(sig.algorithm, public_key)
+        signature = _b64decode(sig.signature, "signature value")
+        for lines in lines_per_candidate:
+            data = _encode_base("\n".join(lines))
+            for alg in algorithms:
+                if _verify_bytes(public_key, alg, signature, data):
+                    return Verified(key_id=sig.key_id, scheme="draft-cavage")
+        raise _Fail("signature verification failed")
+
+    return check_cavage
+
+
 def precheck_request(
     method: str,
     target: str,
@@ -893,33 +887,17 @@ def precheck_request(
     no key lookup and no request to the signer's server.
     """
     try:
-        now = _as_utc(now)
-        rfc9421 = _rfc9421_headers(headers)
-        if rfc9421 is not None:
-            _prepare_rfc9421(
-                method,
-                target,
-                headers,
-                body,
-                now,
-                window,
-                require_body_digest,
-                authority,
-                expected_host,
-                *rfc9421,
-            )
-        else:
-            _prepare_cavage(
-                method,
-                target,
-                headers,
-                body,
-                now,
-                window,
-                require_body_digest,
-                authority,
-                expected_host,
-            )
+        _prepare(
+            method,
+            target,
+            headers,
+            body,
+            now,
+            window,
+            require_body_digest,
+            authority,
+            expected_host,
+        )
     except _Fail as fail:
         return Rejected(fail.reason)
     except Exception:
@@ -949,34 +927,18 @@ def verify_request(
     activity claims to come from.
     """
     try:
-        now = _as_utc(now)
-        rfc9421 = _rfc9421_headers(headers)
-        if rfc9421 is not None:
-            return _verify_rfc9421(
-                method,
-                target,
-                headers,
-                body,
-                public_key,
-                now,
-                window,
-                require_body_digest,
-                authority,
-                expected_host,
-                *rfc9421,
-            )
-        return _verify_cavage(
+        check = _prepare(
             method,
             target,
             headers,
             body,
-            public_key,
             now,
             window,
             require_body_digest,
             authority,
             expected_host,
         )
+        return check(public_key)
     except _Fail as fail:
         return Rejected(fail.reason)
     except Exception:
