@@ -9,7 +9,11 @@ database are not affected.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from tests.security.support import Attacker, attacker_server
 
 ON_BOTH_ENGINES = 2  # parameter sets of each test function that also run on PostgreSQL
 
@@ -32,3 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.fixture
+def attacker() -> Iterator[Attacker]:
+    """A loopback server under the attacker's control (tests/security/support.py)."""
+    yield from attacker_server()

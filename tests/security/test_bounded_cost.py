@@ -13,7 +13,6 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +29,6 @@ from tests.security.support import (
     AS,
     Attacker,
     actor_document,
-    attacker_server,
     follow,
     signed_post,
     snapshot,
@@ -40,11 +38,6 @@ from tests.support.peer import pooled_key, public_pem
 from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    yield from attacker_server()
 
 
 def nested(depth: int) -> Any:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from server.context import Context
@@ -13,7 +11,6 @@ from tests.helpers import approved_assembly, count
 from tests.security.support import (
     Attacker,
     actor_document,
-    attacker_server,
     follow,
     signed_post,
     snapshot,
@@ -21,11 +18,6 @@ from tests.security.support import (
 from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    yield from attacker_server()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ stored or changed: no reply, no rename, no key replaced, no follow removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from tests.security.support import (
     Attacker,
     Keyed,
     actor_document,
-    attacker_server,
     follow,
     signed_post,
     snapshot,
@@ -31,11 +29,6 @@ from tests.support.peer import pooled_key, public_pem
 from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    yield from attacker_server()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ narrower audience leaves the page.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,18 +16,13 @@ import pytest
 from server.context import Context
 from server.models import Letter, Reply
 from tests.helpers import approved_assembly, count, post
-from tests.security.support import AS, Attacker, Keyed, actor_document, attacker_server, signed_post
+from tests.security.support import AS, Attacker, Keyed, actor_document, signed_post
 from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
 
 PUBLIC = f"{AS}#Public"
 SECRET_WORDS = "the meeting place is the old library basement"
-
-
-@pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    yield from attacker_server()
 
 
 def create(author: Keyed, in_reply_to: str, n: int, **addressing: Any) -> dict[str, Any]:

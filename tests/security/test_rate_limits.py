@@ -8,7 +8,6 @@ requests name it; and the key lookups one host can cause are bounded too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +20,6 @@ from tests.helpers import approved_assembly, count
 from tests.security.support import (
     Attacker,
     actor_document,
-    attacker_server,
     follow,
     signed_post,
     snapshot,
@@ -43,11 +41,6 @@ def settings(database_url: str, port: int) -> Settings:
         inbox_per_host=PER_HOST,
         key_fetches_per_host=KEY_FETCHES,
     )
-
-
-@pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    yield from attacker_server()
 
 
 class FakeClock:

@@ -35,11 +35,6 @@ PUBLIC = f"{AS}#Public"
 
 
 @pytest.fixture
-def attacker() -> Iterator[Attacker]:
-    yield from attacker_server()
-
-
-@pytest.fixture
 def elsewhere() -> Iterator[Attacker]:
     """Another host, a tripwire: nothing of ours may ever reach it."""
     yield from attacker_server()
