@@ -328,7 +328,7 @@ def _names_the_client(node: ast.AST) -> bool:
 
 
 def test_no_server_code_logs_a_client_address() -> None:
-    root = Path(__file__).resolve().parents[2] / "server"
+    root = Path(__file__).resolve().parent.parent.parent / "server"
     found = []
     sources = sorted(root.rglob("*.py"))
     assert any(p.parent.name == "web" for p in sources)
