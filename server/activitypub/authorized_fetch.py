@@ -14,26 +14,17 @@ of the key's owner → the fetched key stored. A request that fails changes noth
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
 from server.activitypub import delivery
-from server.activitypub.actors import ResolvedKey, store_resolved
+from server.activitypub.actors import store_resolved
 from server.activitypub.signatures import Rejected, parse_signature
-from server.activitypub.verification import verify_signer
+from server.activitypub.verification import Signer, verify_signer
 from server.context import Context
 from server.errors import Forbidden, Unauthorized
 
 BLOCKED = "this instance does not serve your domain"
-
-
-@dataclass(frozen=True)
-class Signer:
-    """The remote actor whose key signed a request."""
-
-    key_id: str
-    owner_uri: str
 
 
 async def verify_signed_get(
@@ -53,23 +44,23 @@ async def verify_signed_get(
     async with ctx.sessions() as session:
         if await delivery.blocking_domain(session, info.key_id) is not None:
             raise Forbidden(BLOCKED)
-    verified = await verify_signer(
+    signer = await verify_signer(
         ctx, method=method, target=target, headers=headers, body=b"", key_id=info.key_id
     )
-    return await _admitted(ctx, Signer(info.key_id, verified.owner_uri), verified.fetched)
+    return await _admitted(ctx, signer)
 
 
-async def _admitted(ctx: Context, signer: Signer, fetched: ResolvedKey | None) -> Signer:
+async def _admitted(ctx: Context, signer: Signer) -> Signer:
     """The owner's domain must not be blocked either (a key document may name an owner
     elsewhere); then a freshly fetched key is kept, so the next request needs no fetch."""
     async with ctx.sessions() as session:
         if await delivery.blocking_domain(session, signer.owner_uri) is not None:
             raise Forbidden(BLOCKED)
-    if fetched is None:
+    if signer.fetched is None:
         return signer
     try:
         async with ctx.sessions() as session, session.begin():
-            await store_resolved(session, ctx, fetched)
+            await store_resolved(session, ctx, signer.fetched)
     except IntegrityError:
         pass  # a simultaneous request by the same signer stored it first
     return signer
