@@ -10,35 +10,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import (
-    assemblies,
-    communiques,
-    cosign,
-    following,
-    instance,
-    letters,
-    moderation,
-    polls,
-    relays,
-    timeline,
-)
+from server import assemblies, following, relays
 from server.activitypub import delivery
 from server.activitypub.actors import (
     ResolvedKey,
-    fetch_actor,
     fetch_document,
-    forget_actor,
     host_of,
-    parse_actor,
     same_origin,
-    store_actor,
     store_resolved,
 )
 from server.activitypub.bounds import TooComplex, check_document
@@ -59,26 +44,16 @@ from server.context import Context
 from server.errors import (
     BadRequest,
     Forbidden,
-    NotFound,
     RemoteError,
     TooManyRequests,
     Unauthorized,
 )
-from server.federation import forwarding
-from server.models import (
-    Assembly,
-    AssemblyStatus,
-    Follower,
-    FollowerStatus,
-    InboxActivity,
-    RemoteActor,
-    Reply,
-)
+from server.federation.handlers import HANDLERS, Incoming
+from server.models import InboxActivity
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
-NOTE_TYPES = timeline.NOTE_TYPES
 
 
 @dataclass(frozen=True)
@@ -88,29 +63,6 @@ class Received:
     type: str
     duplicate: bool = False
     ignored: bool = False
-
-
-@dataclass(frozen=True)
-class Incoming:
-    ctx: Context
-    session: AsyncSession
-    activity: Doc  # normalised
-    actor_uri: str
-    inbox_assembly: Assembly | None  # None for the shared inbox
-    raw: Doc | None = None  # the activity as it arrived (for forwarding)
-    prefetched: Doc | None = None  # an Announce's object, fetched before the transaction
-
-
-Handler = Callable[[Incoming], Awaitable[bool]]  # returns False when the activity was ignored
-HANDLERS: dict[str, Handler] = {}
-
-
-def handles(activity_type: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        HANDLERS[activity_type] = fn
-        return fn
-
-    return register
 
 
 @dataclass(frozen=True)
@@ -329,371 +281,3 @@ async def receive(
     )
     await session.flush()
     return Received(activity_id, actor_uri, activity_type, ignored=not handled)
-
-
-async def _local_assembly(incoming: Incoming, uri: str | None) -> Assembly:
-    """The approved assembly a URI names; NotFound otherwise."""
-    urls = incoming.ctx.urls
-    path = urls.local_path(uri or "")
-    prefix = urls.actor("")
-    if path is None or not (uri or "").startswith(prefix):
-        raise NotFound("the object is not an assembly on this instance")
-    handle = (uri or "").removeprefix(prefix)
-    assembly = await assemblies.find(incoming.session, handle)
-    if assembly is None or assembly.status != AssemblyStatus.APPROVED:
-        raise NotFound("the object is not an assembly on this instance")
-    return assembly
-
-
-async def send_accept(
-    ctx: Context, session: AsyncSession, assembly: Assembly, actor: RemoteActor, follow: Doc
-) -> None:
-    # The Follow is embedded with its id: Mastodon matches the Accept by that id.
-    await moderation.answer_follow(
-        session,
-        ctx.urls,
-        assembly=assembly,
-        actor=actor,
-        follow_uri=str(follow["id"]),
-        accept=True,
-        now=ctx.clock(),
-    )
-    ctx.wake.set()
-
-
-@handles("Follow")
-async def handle_follow(incoming: Incoming) -> bool:
-    ctx, session, activity = incoming.ctx, incoming.session, incoming.activity
-    assembly = await _local_assembly(incoming, id_of(activity.get("object")))
-    actor = await fetch_actor(session, ctx, incoming.actor_uri)
-    follower = (
-        await session.scalars(
-            select(Follower).where(
-                Follower.assembly_id == assembly.id, Follower.actor_id == actor.id
-            )
-        )
-    ).first()
-    if follower is None:
-        # The instance's follow approval holds every new request for an admin first; then
-        # the assembly's own manual approval, if it has it.
-        held = (await instance.load(session, ctx.settings)).follow_approval
-        follower = Follower(
-            assembly_id=assembly.id,
-            actor_id=actor.id,
-            follow_uri=activity["id"],
-            status=(
-                FollowerStatus.PENDING
-                if held or assembly.manually_approves_followers
-                else FollowerStatus.ACCEPTED
-            ),
-            held_for_admin=held,
-            created_at=ctx.clock(),
-        )
-        session.add(follower)
-    elif follower.status == FollowerStatus.ACCEPTED:
-        # A repeated Follow of an accepted follower is acknowledged without a new Accept:
-        # one Accept per follower, so a flood of Follows cannot make us send a flood of
-        # signed deliveries. (A server that lost our Accept sends Undo, then Follow again.)
-        follower.follow_uri = activity["id"]
-        await session.flush()
-        return False
-    else:
-        follower.follow_uri = activity["id"]
-    await session.flush()
-    if follower.status == FollowerStatus.ACCEPTED:
-        await send_accept(ctx, session, assembly, actor, activity)
-    return True
-
-
-@handles("Undo")
-async def handle_undo(incoming: Incoming) -> bool:
-    session, activity = incoming.session, incoming.activity
-    obj = activity.get("object")
-    inner_type = obj.get("type") if isinstance(obj, dict) else None
-    object_id = id_of(obj)
-    if isinstance(obj, dict):
-        if id_of(obj.get("actor")) not in {None, incoming.actor_uri}:
-            raise Forbidden("cannot undo another actor's activity")
-        if inner_type == "Announce" and object_id:
-            return await cosign.undo_share(
-                session, announce_uri=object_id, actor_uri=incoming.actor_uri
-            )
-        if inner_type not in {None, "Follow"}:
-            return False  # Undo of a Like: nothing of ours to change
-    query = select(Follower).join(RemoteActor).where(RemoteActor.uri == incoming.actor_uri)
-    if isinstance(obj, dict) and inner_type == "Follow" and id_of(obj.get("object")):
-        target = await _local_assembly(incoming, id_of(obj.get("object")))
-        query = query.where(Follower.assembly_id == target.id)
-    elif object_id:
-        query = query.where(Follower.follow_uri == object_id)
-    else:
-        raise BadRequest("Undo without an object")
-    rows = (await session.scalars(query)).all()
-    for row in rows:
-        await session.delete(row)
-    await session.flush()
-    if not rows and object_id and not isinstance(obj, dict):
-        # Undo naming its object by id only: it may be an Announce (a withdrawn co-signature).
-        return await cosign.undo_share(
-            session, announce_uri=object_id, actor_uri=incoming.actor_uri
-        )
-    return bool(rows)
-
-
-@handles("Flag")
-async def handle_flag(incoming: Incoming) -> bool:
-    """A report about our actors or communiqués. Mastodon sends a Flag when its user asks to
-    forward a report: from its instance actor, ``object`` the reported actor then statuses,
-    ``content`` the comment. Kept once per Flag id, and only if it names something of ours."""
-    activity = incoming.activity
-    objects = [uri for uri in (id_of(o) for o in as_list(activity.get("object"))) if uri]
-    comment = activity.get("content")
-    if not isinstance(comment, str):
-        mapped = activity.get("contentMap")
-        comment = next(iter(mapped.values()), "") if isinstance(mapped, dict) and mapped else ""
-    report = await moderation.store_report(
-        incoming.session,
-        incoming.ctx.urls,
-        uri=str(activity["id"]),
-        actor_uri=incoming.actor_uri,
-        objects=objects,
-        comment=str(comment),
-        document=activity,
-        now=incoming.ctx.clock(),
-    )
-    return report is not None
-
-
-def _note_of(incoming: Incoming) -> Doc | None:
-    """The embedded Note/Article/Page of a Create or Update, checked against its actor."""
-    obj = incoming.activity.get("object")
-    if not isinstance(obj, dict) or not set(as_list(obj.get("type"))) & NOTE_TYPES:
-        return None
-    object_id = id_of(obj)
-    if not object_id or not same_origin(object_id, incoming.actor_uri):
-        raise Forbidden("the object is not on the actor's origin")
-    in_reply_to = id_of(obj.get("inReplyTo"))
-    if len(object_id) > MAX_LINK or (in_reply_to is not None and len(in_reply_to) > MAX_LINK):
-        raise BadRequest(f"the object's ids are longer than {MAX_LINK} characters")
-    # Every author named (attributedTo may be a list) is the actor: a list must not slip
-    # another author past the check.
-    authors = [id_of(a) for a in as_list(obj.get("attributedTo"))]
-    if any(author != incoming.actor_uri for author in authors):
-        raise Forbidden("the object is attributed to someone else")
-    # Capped and with safe links before any handler sees it (server/timeline.py).
-    return timeline.bounded_note(obj)
-
-
-@handles("Create")
-async def handle_create(incoming: Incoming) -> bool:
-    """A Note: a reply to one of our communiqués (kept, linked), a letter or mention for an
-    assembly's correspondence, and/or a post for the timelines of assemblies that follow
-    its author."""
-    note = _note_of(incoming)
-    if note is None:
-        return False
-    ctx, session, now = incoming.ctx, incoming.session, incoming.ctx.clock()
-    vote = await _vote(incoming, note)
-    if vote is not None:
-        return vote
-    reply = await _store_reply(incoming, note)
-    letter = await letters.receive(session, ctx, note, actor_uri=incoming.actor_uri, now=now)
-    posted = await timeline.on_create(
-        session,
-        note,
-        actor_uri=incoming.actor_uri,
-        activity_uri=str(incoming.activity["id"]),
-        now=now,
-    )
-    return reply or letter or posted
-
-
-async def _vote(incoming: Incoming, note: Doc) -> bool | None:
-    """A vote in one of our straw polls (True counted, False a repeat), or None if the Note
-    is not a vote. A vote in a closed poll is refused: nothing is stored."""
-    choice = polls.vote_of(note)
-    in_reply_to = id_of(note.get("inReplyTo"))
-    if choice is None or not in_reply_to or not incoming.ctx.urls.is_local(in_reply_to):
-        return None
-    try:
-        _assembly, communique = await communiques.find_by_url(
-            incoming.session, incoming.ctx.urls, in_reply_to
-        )
-    except NotFound:
-        return None
-    if not communique.poll or communique.deleted_at is not None:
-        return None
-    return await polls.record_vote(
-        incoming.session,
-        communique,
-        choice=choice,
-        actor_uri=incoming.actor_uri,
-        vote_uri=str(note["id"]),
-        now=incoming.ctx.clock(),
-    )
-
-
-async def _store_reply(incoming: Incoming, note: Doc) -> bool:
-    """A reply to one of our communiqués, kept sanitised and linked to it."""
-    in_reply_to = id_of(note.get("inReplyTo"))
-    if not in_reply_to or not incoming.ctx.urls.is_local(in_reply_to):
-        return False
-    try:
-        _assembly, communique = await communiques.find_by_url(
-            incoming.session, incoming.ctx.urls, in_reply_to
-        )
-    except NotFound:
-        return False
-    if communique.deleted_at is not None:
-        return False
-    if not timeline.is_public(note):
-        # A reply addressed to the assembly alone (or to followers) is correspondence: it
-        # goes to the assembly's letters, never under the communiqué on a public page.
-        return False
-    reply = await communiques.store_reply(
-        incoming.session,
-        communique_id=communique.id,
-        note=note,
-        actor_uri=incoming.actor_uri,
-        now=incoming.ctx.clock(),
-    )
-    return reply is not None
-
-
-@handles("Delete")
-async def handle_delete(incoming: Incoming) -> bool:
-    object_id = id_of(incoming.activity.get("object"))
-    if object_id == incoming.actor_uri:
-        return await forget_actor(incoming.session, incoming.actor_uri)
-    if not object_id:
-        return False
-    posted = await timeline.on_delete(
-        incoming.session, object_id, actor_uri=incoming.actor_uri, now=incoming.ctx.clock()
-    )
-    reply = (
-        await incoming.session.scalars(
-            select(Reply).where(Reply.uri == object_id, Reply.actor_uri == incoming.actor_uri)
-        )
-    ).first()
-    if reply is None:
-        return posted
-    await incoming.session.delete(reply)
-    await incoming.session.flush()
-    return True
-
-
-@handles("Update")
-async def handle_update(incoming: Incoming) -> bool:
-    note = _note_of(incoming)
-    if note is not None:
-        posted = await timeline.on_update(
-            incoming.session, note, actor_uri=incoming.actor_uri, now=incoming.ctx.clock()
-        )
-        reply = (
-            await incoming.session.scalars(
-                select(Reply).where(Reply.uri == note["id"], Reply.actor_uri == incoming.actor_uri)
-            )
-        ).first()
-        if reply is None:
-            return posted
-        if not timeline.is_public(note):
-            # Edited to a narrower audience: it leaves the public page.
-            await incoming.session.delete(reply)
-            await incoming.session.flush()
-            return True
-        await communiques.update_reply(incoming.session, reply, note, now=incoming.ctx.clock())
-        return True
-    if id_of(incoming.activity.get("object")) != incoming.actor_uri:
-        return False
-    # The actor as its origin serves it (see prefetch), never the embedded copy: an Update
-    # cannot install a key or an inbox that the actor's own document does not list.
-    fresh = incoming.prefetched
-    if fresh is None or id_of(fresh.get("id")) != incoming.actor_uri:
-        return False
-    try:
-        parse_actor(fresh)
-    except BadRequest:
-        return False
-    known = await incoming.session.scalar(
-        select(RemoteActor.id).where(RemoteActor.uri == incoming.actor_uri)
-    )
-    if known is None:
-        return False
-    await store_actor(incoming.session, incoming.ctx, fresh)
-    return True
-
-
-def _follow_id(incoming: Incoming) -> str | None:
-    obj = incoming.activity.get("object")
-    if isinstance(obj, dict) and obj.get("type") not in {None, "Follow"}:
-        return None
-    return id_of(obj)
-
-
-async def _answer(incoming: Incoming, *, accepted: bool) -> bool:
-    """An Accept or Reject of one of our Follows; only the followed actor's answer counts."""
-    follow_uri = _follow_id(incoming)
-    if not follow_uri:
-        return False
-    return await following.answered(
-        incoming.session,
-        follow_uri=follow_uri,
-        actor_uri=incoming.actor_uri,
-        accepted=accepted,
-        now=incoming.ctx.clock(),
-    )
-
-
-@handles("Accept")
-async def handle_accept(incoming: Incoming) -> bool:
-    return await _answer(incoming, accepted=True)
-
-
-@handles("Reject")
-async def handle_reject(incoming: Incoming) -> bool:
-    return await _answer(incoming, accepted=False)
-
-
-@handles("Announce")
-async def handle_announce(incoming: Incoming) -> bool:
-    """A co-signature of one of our communiqués (a Share, forwarded to the author's
-    followers when the Announce addresses them), or a boost by an actor our assemblies
-    follow (onto their timelines)."""
-    ctx, session, activity = incoming.ctx, incoming.session, incoming.activity
-    object_id = id_of(activity.get("object"))
-    if not object_id:
-        return False
-    now = ctx.clock()
-    if ctx.urls.is_local(object_id):
-        shared = await cosign.record_share(
-            session, ctx, announce=activity, actor_uri=incoming.actor_uri, now=now
-        )
-        if shared and incoming.raw is not None:
-            await forwarding.forward_to_followers(
-                session, ctx, activity=activity, raw=incoming.raw, object_uri=object_id, now=now
-            )
-        return shared
-    note = incoming.prefetched
-    if note is None or id_of(note.get("id")) != object_id:
-        return False
-    author = id_of(note.get("attributedTo"))
-    if not author or not same_origin(author, object_id):
-        return False
-    if await relays.is_relay(session, incoming.actor_uri):
-        # A relay's Announce: another server's public post, kept (sanitised) for whoever
-        # follows its author here; it goes on no timeline by itself.
-        if not timeline.is_public(note):
-            return False
-        await timeline.store_post(session, note, actor_uri=author, now=now)
-        await timeline.on_create(
-            session, note, actor_uri=author, activity_uri=str(activity["id"]), now=now
-        )
-        return True
-    return await timeline.on_announce(
-        session,
-        note,
-        author_uri=author,
-        announcer_uri=incoming.actor_uri,
-        activity_uri=str(activity["id"]),
-        now=now,
-    )

@@ -24,7 +24,7 @@ from server.activitypub.jsonld import as_list, id_of, normalise
 from server.activitypub.signatures import load_public_key
 from server.content import sanitise_html
 from server.context import Context
-from server.federation.inbox import NOTE_TYPES
+from server.federation.handlers import NOTE_TYPES
 from server.models import RemoteActor, RemoteKey
 from server.timeline import content_of
 from tests.reference import reference_dir
