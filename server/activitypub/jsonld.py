@@ -16,9 +16,11 @@ its terms are dropped rather than the activity being refused.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import logging
+import math
 import re
 import threading
 from pathlib import Path
@@ -385,6 +387,613 @@ def _error(exc: BaseException) -> JsonLdError:
     return JsonLdError("invalid JSON-LD")
 
 
+# ---------------------------------------------------------------------------------------------
+# The fast path.
+#
+# pyld's expand + compact costs milliseconds per document, and almost every document we receive
+# names the same few contexts with the same few inline terms. For those documents the outcome of
+# the full path can be predicted term by term: ``fast_normalise`` builds it directly from the JSON,
+# following rules derived from pyld's own answers (term selection and IRI compaction against the
+# canonical context) rather than written out by hand. Whatever the rules do not cover makes it
+# return None and the document takes the full path, so the rules only have to be right for what
+# they accept, never complete. tests/test_jsonld_fast_path.py and the reference leg compare both
+# paths on generated and real documents.
+
+# The context documents a fast-path document may name (as ``_lookup`` keys them). GoToSocial's
+# table only defines plain, @id-typed and datatype-typed terms of its own namespace; the plan
+# check below (not this list) is what proves a context safe, the list only keeps the fast path to
+# contexts whose every definition we have read.
+_SECURITY_V1 = "https://w3id.org/security/v1"
+_GOTOSOCIAL = "https://gotosocial.org/ns"
+_FAST_CONTEXTS = frozenset({_AS, _SECURITY_V1, _GOTOSOCIAL})
+
+# A remote document's inline context is cached (as its JSON text) with what it means for the fast
+# path. Larger contexts take the full path, so that hostile documents cannot fill the cache with
+# megabytes of context text.
+_PLAN_CACHE_SIZE = 256
+_PLAN_KEY_MAX = 16_384
+
+# Names the fast path accepts for inline terms, undefined properties and undefined type names:
+# no ":" (a compact IRI or absolute IRI expands without the context) and no "@" (keywords).
+_TERM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+# The local part of a compact IRI key ("diaspora:guid"): never "//", which makes it absolute.
+_SUFFIX = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*\Z")
+# Absolute http(s) IRIs with nothing an IRI may not contain; anything else is left to pyld.
+_HTTP_IRI = re.compile(r"https?://[^\x00-\x20\x7f\"<>\\^`{|}]*\Z")
+# BCP 47-shaped language map keys; pyld lowercases them.
+_LANGUAGE_KEY = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*\Z")
+# The parts of a processed term definition the fast path understands; any other (a scoped
+# @context, @nest, @index, @language, @direction, @prefix...) makes the term unusable.
+_DEFINITION_KEYS = frozenset(
+    {"reverse", "protected", "_prefix", "_term_has_colon", "@id", "@type", "@container"}
+)
+# Active-context entries that are bookkeeping rather than meaning.
+_CONTEXT_BOOKKEEPING = frozenset({"mappings", "_uuid", "inverse"})
+# Sample values for asking pyld which term it would pick; never part of a result.
+_SAMPLE_IRI = "https://fast-path.invalid/sample"
+_SAMPLE_TYPE = "https://fast-path.invalid/Sample"
+
+
+class _Ineligible(Exception):
+    """Raised while building a fast result: this document needs the full path."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Rule:
+    """How the full path compacts the values of one property of the document's context.
+
+    ``slot`` identifies the expanded property (its IRI, with a marker for language maps): two
+    keys of one node in the same slot are merged by expansion, which the fast path does not
+    reproduce. ``out`` is the key the value gets in the result (None: the full path drops it).
+    """
+
+    out: str | None
+    slot: str | None
+    kind: str = "value"  # "value", "id", "type" or "language"
+    refs: bool = False  # strings are IRIs ("@type": "@id")
+    collapse: bool = False  # a node reference compacts to its bare IRI (canonical @id terms)
+    strings: bool = True  # strings are accepted (IRIs if refs)
+    numbers: bool = True  # numbers and booleans are accepted
+    nodes: bool = True  # objects are accepted
+    empty: bool = True  # an empty array stays under this key (term selection sees no value)
+    as_list: bool = False  # always an array (@set or @list container in the canonical context)
+    wrap_list: bool = False  # {"@list": [...]}: a list the canonical context has no term for
+    plain: str | None = None  # language maps: the term their untagged values compact to
+    datatype: str | None = None  # values become {"type": datatype, "@value": ...} objects
+
+
+_UNDEFINED = _Rule(out=None, slot=None)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Canonical:
+    """What the fast path needs to know about CANONICAL_CONTEXT, derived from pyld once."""
+
+    mappings: dict[str, Any]
+    attributes: dict[str, Any]
+    rules: dict[str, _Rule]
+    types: dict[str, str]  # canonical term used as a type name -> what it compacts to
+    iris: frozenset[str]
+    # Every IRI of the canonical context: an @id value starting with one may compact to a
+    # compact IRI ("as:Public", "toot:...") instead of staying as written.
+    prefixes: tuple[str, ...]
+    id_key: str
+    type_key: str
+    value_key: str
+    public: str  # what the public collection's IRI compacts to
+    compact: Any  # (iri, value, vocab) -> the key or IRI pyld compacts it to
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one document context means for the fast path (cached per context)."""
+
+    rules: dict[str, _Rule]  # terms whose values the fast path can compact
+    defined: frozenset[str]  # every term the context defines, usable or not
+    types: dict[str, str]  # term used as a type name -> what the full path compacts it to
+    prefixes: dict[str, str]  # terms that expand compact IRIs ("diaspora:guid") -> their IRI
+
+
+def _attributes(active: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in active.items() if k not in _CONTEXT_BOOKKEEPING}
+
+
+@functools.cache
+def _canonical() -> _Canonical | None:
+    """The canonical context as pyld processes it, or None if it has a shape we do not expect.
+
+    Then the fast path is off and every document takes the full path: a pyld upgrade that
+    changes these internals costs speed, never correctness.
+    """
+    _thread_safe_caches()
+    try:
+        return _build_canonical()
+    except Exception:
+        logger.exception("JSON-LD fast path disabled: unexpected canonical context")
+        return None
+
+
+def _build_canonical() -> _Canonical | None:
+    processor = _pyld.JsonLdProcessor()
+    options = _options()
+    active = processor.process_context(
+        processor._get_initial_context(options), CANONICAL_CONTEXT, options
+    )
+    attributes = _attributes(active)
+    mappings: dict[str, Any] = active["mappings"]
+
+    def compact(iri: str, value: Any = None, vocab: bool = True) -> str | None:
+        try:
+            result = processor._compact_iri(active, iri, value=value, vocab=vocab)
+        except Exception:  # "IRI confused with prefix" and the like: not for the fast path
+            return None
+        return result if isinstance(result, str) else None
+
+    iris = frozenset(
+        d["@id"]
+        for d in mappings.values()
+        if d and isinstance(d.get("@id"), str) and not d["@id"].startswith("@")
+    )
+    # The rules below assume what makes compaction of foreign keys and http(s) IRIs simple: no
+    # canonical term is itself a compact IRI, none is named like a URL scheme we accept, no
+    # canonical IRI is a blank node, and the @vocab that undefined terms expand with is "_:".
+    if (
+        any(":" in term for term in mappings)
+        or {"http", "https"} & set(mappings)
+        or any(iri.startswith("_:") for iri in iris)
+        or attributes.get("@vocab") != "_:"
+        or compact("Public", vocab=False) != "Public"
+        or mappings.get("as", {}).get("@id", "") + "Public" != AS_PUBLIC
+    ):
+        return None
+    id_key, type_key, value_key = compact("@id"), compact("@type"), compact("@value")
+    public = compact(AS_PUBLIC, vocab=False)
+    if id_key is None or type_key is None or value_key is None or public is None:
+        return None
+    rules: dict[str, _Rule] = {}
+    for term, definition in mappings.items():
+        rule = _canonical_rule(term, definition, compact, id_key, type_key)
+        if rule is not None:
+            rules[term] = rule
+    # A language map's untagged values go to its plain term, which must be usable for strings.
+    for term, rule in list(rules.items()):
+        if rule.kind == "language":
+            plain = rules.get(rule.plain or "")
+            if plain is None or plain.kind != "value" or not plain.strings or plain.refs:
+                del rules[term]
+    types = {
+        term: compacted
+        for term, definition in mappings.items()
+        if definition
+        and isinstance(definition.get("@id"), str)
+        and not definition["@id"].startswith("@")
+        and (compacted := compact(definition["@id"])) is not None
+    }
+    return _Canonical(
+        mappings=mappings,
+        attributes=attributes,
+        rules=rules,
+        types=types,
+        iris=iris,
+        prefixes=tuple(sorted(iris)),
+        id_key=id_key,
+        type_key=type_key,
+        value_key=value_key,
+        public=public,
+        compact=compact,
+    )
+
+
+def _canonical_rule(
+    term: str, definition: Any, compact: Any, id_key: str, type_key: str
+) -> _Rule | None:
+    """The rule for a canonical term, from the terms pyld selects for sample values.
+
+    A shape of value is accepted only if compaction puts it back under this same term; so
+    ``expiration`` (which compacts to ``expires``) and ``items``/``orderedItems`` clashes are
+    left to the full path.
+    """
+    if not definition or set(definition) - _DEFINITION_KEYS or definition.get("reverse"):
+        return None
+    iri = definition.get("@id")
+    if iri == "@id":
+        return _Rule(out=id_key, slot="@id", kind="id") if term == id_key else None
+    if iri == "@type":
+        return _Rule(out=type_key, slot="@type", kind="type") if term == type_key else None
+    if not isinstance(iri, str) or iri.startswith("@"):
+        return None
+    datatype = definition.get("@type")
+    container = definition.get("@container") or []
+
+    def picks(samples: list[Any]) -> bool:
+        return all(compact(iri, sample) == term for sample in samples)
+
+    if container == ["@language"]:
+        if datatype is not None or not picks([{"@value": "s", "@language": "en"}]):
+            return None
+        plain = compact(iri, {"@value": "s"})
+        return _Rule(out=term, slot=iri + " @language", kind="language", plain=plain)
+    if container not in ([], ["@set"], ["@list"]):
+        return None
+    nodes = [{"@id": _SAMPLE_IRI, "@type": [_SAMPLE_TYPE]}, {"@type": [_SAMPLE_TYPE]}]
+    numbers: list[Any]
+    if datatype == "@id":
+        strings: list[Any] = [{"@id": _SAMPLE_IRI}]
+        numbers = []
+    elif datatype is None:
+        strings = [{"@value": "s"}]
+        numbers = [{"@value": 1}, {"@value": 1.5}, {"@value": True}]
+        nodes.append({"@id": _SAMPLE_IRI})
+    elif isinstance(datatype, str) and not datatype.startswith("@"):
+        strings = [{"@value": "s", "@type": datatype}]
+        numbers = [{"@value": v, "@type": datatype} for v in (1, 1.5, True)]
+        nodes = []
+    else:
+        return None
+    if container == ["@list"]:
+        # Only lists of references and objects (orderedItems): always an array.
+        if datatype != "@id":
+            return None
+        lists = [[], strings, nodes[:1], strings + nodes]
+        if not picks([{"@list": items} for items in lists]):
+            return None
+        return _Rule(out=term, slot=iri, refs=True, collapse=True, numbers=False, as_list=True)
+    ok_strings = picks(strings)
+    ok_numbers = bool(numbers) and picks(numbers)
+    ok_nodes = bool(nodes) and picks(nodes)
+    ok_empty = picks([[]])
+    if not (ok_strings or ok_numbers or ok_nodes or ok_empty):
+        return None
+    return _Rule(
+        out=term,
+        slot=iri,
+        refs=datatype == "@id",
+        collapse=datatype == "@id",
+        strings=ok_strings,
+        numbers=ok_numbers,
+        nodes=ok_nodes,
+        empty=ok_empty,
+        as_list=container == ["@set"],
+    )
+
+
+def _context_is_plain(context: Any) -> bool:
+    """Only fast-path context URLs (ActivityStreams among them) and plain inline term maps.
+
+    Inline maps may define terms as strings or as objects with @id, @type and @container only:
+    no @vocab, @language, @base, @version, @import, @protected, scoped contexts or @reverse.
+    """
+    entries = context if type(context) is list else [context]
+    named: set[str | None] = set()
+    for entry in entries:
+        if type(entry) is str:
+            name = _lookup(entry)
+            if name not in _FAST_CONTEXTS:
+                return False
+            named.add(name)
+        elif type(entry) is dict:
+            for term, definition in entry.items():
+                if type(term) is not str or not _TERM_NAME.match(term):
+                    return False
+                if type(definition) is str:
+                    continue
+                if (
+                    type(definition) is not dict
+                    or not definition
+                    or set(definition) - {"@id", "@type", "@container"}
+                    or any(type(v) is not str for v in definition.values())
+                ):
+                    return False
+        else:
+            return False
+    return _AS in named
+
+
+def _plan(context: Any) -> _Plan | None:
+    try:
+        key = json.dumps(context, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    if len(key) > _PLAN_KEY_MAX:
+        return None
+    return _plan_for(key)
+
+
+@functools.lru_cache(maxsize=_PLAN_CACHE_SIZE)
+def _plan_for(key: str) -> _Plan | None:
+    """Process a document's context with pyld and compare it with the canonical one.
+
+    Every term the context shares with the canonical context must be defined identically (a
+    redefinition, even of a term the document does not use, sends it to the full path); its
+    other terms ("foreign" ones, such as Mastodon's ``atomUri``) get a rule of their own if
+    their definition is simple enough.
+    """
+    context = json.loads(key)
+    canon = _canonical()
+    if canon is None or not _context_is_plain(context):
+        return None
+    processor = _pyld.JsonLdProcessor()
+    options = _options()
+    try:
+        active = processor.process_context(
+            processor._get_initial_context(options), context, options
+        )
+    except Exception:  # invalid context: the full path reports it
+        return None
+    if _attributes(active) != canon.attributes:
+        return None
+    mappings: dict[str, Any] = active["mappings"]
+    if mappings.get("as") != canon.mappings.get("as"):
+        return None  # "as:Public" must expand to the public collection
+    rules: dict[str, _Rule] = {}
+    types: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
+    for term, definition in mappings.items():
+        if not definition or set(definition) - _DEFINITION_KEYS or definition.get("reverse"):
+            return None
+        iri = definition.get("@id")
+        if not isinstance(iri, str):
+            return None
+        rule: _Rule | None
+        if term in canon.mappings:
+            if definition != canon.mappings[term]:
+                return None
+            rule = canon.rules.get(term)
+        elif iri.startswith("@"):
+            return None  # a keyword alias the canonical context does not have
+        elif _TERM_NAME.match(term):
+            rule = _foreign_rule(canon, iri, definition.get("@type"), definition.get("@container"))
+        else:
+            rule = None
+        if rule is not None:
+            rules[term] = rule
+        if not iri.startswith("@"):
+            compacted = canon.types.get(term) if term in canon.mappings else _compact_vocab(iri)
+            if compacted is not None:
+                types[term] = compacted
+            if definition.get("_prefix") and term != "_":
+                prefixes[term] = iri
+    return _Plan(rules=rules, defined=frozenset(mappings), types=types, prefixes=prefixes)
+
+
+def _foreign_rule(canon: _Canonical, iri: str, datatype: Any, container: Any) -> _Rule | None:
+    """A rule for a property only the document defines, if compaction treats it simply.
+
+    Its IRI must have no canonical term, so compaction writes it as a compact IRI (or the IRI
+    itself) whatever the value; that key is undefined in the canonical context, so an @id value
+    stays an object ({"id": ...}), a @list stays {"@list": [...]} and a datatype-typed value a
+    {"type": ..., "@value": ...} object.
+    """
+    if (
+        ":" not in iri
+        or iri.startswith("_:")
+        or iri in canon.iris
+        or container not in (None, ["@list"])
+    ):
+        return None
+    out = _compact_vocab(iri)
+    if out is None or ":" not in out or out.startswith("@") or out in canon.mappings:
+        return None
+    if datatype in (None, "@id"):
+        return _Rule(
+            out=out,
+            slot=iri,
+            refs=datatype == "@id",
+            numbers=datatype is None,
+            wrap_list=container is not None,
+        )
+    if not isinstance(datatype, str) or datatype.startswith("@") or container is not None:
+        return None
+    compacted = _compact_vocab(datatype)
+    if compacted is None:
+        return None
+    return _Rule(out=out, slot=iri, nodes=False, datatype=compacted)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compact_vocab(iri: str) -> str | None:
+    """What compaction writes a property or type IRI as (pyld scans every canonical term)."""
+    canon = _canonical()
+    return None if canon is None else canon.compact(iri)
+
+
+@functools.lru_cache(maxsize=1024)
+def _prefixed_rule(iri: str) -> _Rule | None:
+    """The rule for a compact IRI key ("diaspora:guid") that expands to ``iri``."""
+    canon = _canonical()
+    return None if canon is None else _foreign_rule(canon, iri, None, None)
+
+
+def _key_rule(key: Any, plan: _Plan) -> _Rule:
+    """The rule for a key the document's context has no term for.
+
+    A plain name expands with the AS2 "@vocab": "_:" to a blank-node property, which _coerce
+    drops; its value is still expanded (and may be invalid), so it is checked like any other
+    value and then discarded. A compact IRI whose prefix the context defines expands to that
+    prefix's IRI and is compacted like a foreign term.
+    """
+    if type(key) is not str or key in plan.defined:
+        raise _Ineligible
+    if _TERM_NAME.match(key):
+        return _UNDEFINED
+    prefix, colon, suffix = key.partition(":")
+    base = plan.prefixes.get(prefix) if colon else None
+    if base is None or not _SUFFIX.match(suffix):
+        raise _Ineligible
+    rule = _prefixed_rule(base + suffix)
+    if rule is None:
+        raise _Ineligible
+    return rule
+
+
+def fast_normalise(doc: Any) -> dict[str, Any] | None:
+    """``normalise_full(doc)``, computed without pyld; None if ``doc`` is not eligible.
+
+    Eligible: the @context (ActivityStreams if absent) names only the ActivityStreams, security
+    v1 and GoToSocial contexts plus plain inline terms, redefines no canonical term, and the body
+    uses only shapes the rules cover (see ``_Rule``, ``_fast_node``). None means nothing more
+    than "ask pyld": the full path may still accept or reject the document.
+    """
+    if type(doc) is not dict or "type" not in doc:
+        return None
+    plan = _plan(doc.get("@context", _AS))
+    canon = _canonical()
+    if plan is None or canon is None:
+        return None
+    try:
+        result = _fast_node(doc, plan, canon, top=True)
+    except (_Ineligible, RecursionError):
+        return None
+    _fix_public(result)
+    return result
+
+
+def _fast_node(
+    node: dict[str, Any], plan: _Plan, canon: _Canonical, *, top: bool = False
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    slots: set[str] = set()
+    maps: list[tuple[_Rule, str]] = []
+    for key, value in node.items():
+        if top and key == "@context":
+            continue
+        rule = plan.rules.get(key) or _key_rule(key, plan)
+        if rule.slot is not None:
+            if rule.slot in slots:
+                raise _Ineligible
+            slots.add(rule.slot)
+        if rule.kind == "id":
+            if type(value) is not str:
+                raise _Ineligible
+            out[canon.id_key] = _fast_iri(value, canon)
+        elif rule.kind == "type":
+            out[rule.out or ""] = _fast_types(value, plan, canon)
+        elif value is None:
+            continue  # expansion drops null values, and so the property
+        elif rule.kind == "language":
+            compacted, first = _fast_language_map(value)
+            out[rule.out or ""] = compacted
+            maps.append((rule, first))
+        else:
+            compacted = _fast_value(value, rule, plan, canon)
+            if rule.out is not None:
+                out[rule.out] = compacted
+    for rule, first in maps:
+        # _coerce: tagged values without any untagged one also give the plain term a value.
+        plain = rule.plain or ""
+        if plain not in plan.rules:
+            raise _Ineligible
+        written = node.get(plain)
+        if written is None:
+            out[plain] = first
+        elif type(written) is list:
+            if not written or any(type(v) is not str for v in written):
+                raise _Ineligible
+        elif type(written) is not str:
+            raise _Ineligible
+    return out
+
+
+def _fast_iri(value: str, canon: _Canonical) -> str:
+    """An @id value as compaction writes it: unchanged unless a canonical prefix applies."""
+    if value == "Public":
+        return value  # relative (there is no base IRI), and kept as written
+    if value == "as:Public" or value == AS_PUBLIC:
+        return canon.public
+    if not _HTTP_IRI.match(value) or value.startswith(canon.prefixes):
+        raise _Ineligible
+    return value
+
+
+def _fast_types(value: Any, plan: _Plan, canon: _Canonical) -> Any:
+    names = [value] if type(value) is str else value
+    if type(names) is not list or not names:
+        raise _Ineligible
+    out: list[str] = []
+    for name in names:
+        if type(name) is not str:
+            raise _Ineligible
+        compacted = plan.types.get(name)
+        if compacted is None:
+            # An undefined type name expands to "_:Name" and compacts back to "Name", unless
+            # the canonical context has a term of that name.
+            if name in plan.defined or name in canon.mappings or not _TYPE_NAME.match(name):
+                raise _Ineligible
+            compacted = name
+        out.append(compacted)
+    return out[0] if len(out) == 1 else out
+
+
+def _fast_language_map(value: Any) -> tuple[dict[str, Any], str]:
+    """A language map as compaction writes it, and the first value expansion meets."""
+    if type(value) is not dict or not value:
+        raise _Ineligible
+    out: dict[str, Any] = {}
+    first: str | None = None
+    if any(type(key) is not str for key in value):
+        raise _Ineligible
+    for key in sorted(value):  # pyld expands language maps in key order
+        language = key.lower()
+        if not _LANGUAGE_KEY.match(key) or language == "und" or language in out:
+            raise _Ineligible
+        texts = value[key]
+        if type(texts) is str:
+            texts = [texts]
+        if type(texts) is not list or not texts or any(type(t) is not str for t in texts):
+            raise _Ineligible
+        out[language] = texts[0] if len(texts) == 1 else list(texts)
+        if first is None:
+            first = texts[0]
+    if first is None:
+        raise _Ineligible
+    return out, first
+
+
+def _fast_value(value: Any, rule: _Rule, plan: _Plan, canon: _Canonical) -> Any:
+    if type(value) is list:
+        if not value and not rule.empty:
+            raise _Ineligible  # "published": [] compacts to "as:published": []
+        items = [_fast_item(item, rule, plan, canon) for item in value]
+    else:
+        items = [_fast_item(value, rule, plan, canon)]
+    if rule.wrap_list:
+        return {"@list": items}
+    if rule.as_list or len(items) != 1:
+        return items
+    return items[0]
+
+
+def _fast_item(value: Any, rule: _Rule, plan: _Plan, canon: _Canonical) -> Any:
+    kind = type(value)
+    if kind is str:
+        if rule.refs:
+            iri = _fast_iri(value, canon)
+            return iri if rule.collapse else {canon.id_key: iri}
+        if not rule.strings:
+            raise _Ineligible
+        if rule.datatype is not None:
+            return {canon.type_key: rule.datatype, canon.value_key: value}
+        return value
+    if kind is bool or kind is int or (kind is float and math.isfinite(value)):
+        if rule.refs or not rule.numbers:
+            raise _Ineligible
+        if rule.datatype is not None:
+            return {canon.type_key: rule.datatype, canon.value_key: value}
+        return value
+    if kind is dict:
+        if not rule.nodes:
+            raise _Ineligible
+        compacted = _fast_node(value, plan, canon)
+        if not compacted:
+            raise _Ineligible
+        if rule.collapse and compacted.keys() == {canon.id_key}:
+            return compacted[canon.id_key]
+        return compacted
+    # null inside an array, nested arrays, anything that is not JSON.
+    raise _Ineligible
+
+
 def normalise(doc: dict[str, Any]) -> dict[str, Any]:
     """Expand ``doc`` and compact it against CANONICAL_CONTEXT; JsonLdError if it is invalid.
 
@@ -394,6 +1003,20 @@ def normalise(doc: dict[str, Any]) -> dict[str, Any]:
     Properties whose terms no known context defines are dropped. A document without
     ``@context`` is read as ActivityStreams. Bounding the size and nesting of ``doc`` is the
     caller's job (``bounds.check_document``); it runs in any thread.
+
+    Documents in the common shapes take ``fast_normalise``, everything else ``normalise_full``;
+    both give the same answer.
+    """
+    fast = fast_normalise(doc)
+    if fast is not None:
+        return fast
+    return normalise_full(doc)
+
+
+def normalise_full(doc: dict[str, Any]) -> dict[str, Any]:
+    """``normalise`` through pyld: expand, ``_coerce``, compact against CANONICAL_CONTEXT.
+
+    The reference behaviour: ``fast_normalise`` must give exactly this answer when it gives one.
     """
     if not isinstance(doc, dict):
         # A string would be dereferenced by pyld as a document URL.
