@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,8 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from server import activities, media
-from server.activitypub import delivery
+from server import media
+from server.activitypub import delivery, outbox
 from server.activitypub.signatures import generate_private_key_pem
 from server.activitypub.vocab import PUBLIC
 from server.config import Settings
@@ -41,6 +42,27 @@ MAX_NAME = 200
 MAX_SUMMARY = 5000
 MAX_PLACE = 200
 MAX_LANGUAGES = 10
+
+KeyFactory = Callable[[], tuple[str, str]]
+"""Makes a new assembly's key pair: (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
+
+_key_factory: KeyFactory = generate_private_key_pem
+
+
+def use_key_factory(factory: KeyFactory | None) -> KeyFactory:
+    """Make create() take key pairs from ``factory`` (None: a fresh RSA-2048 key each time,
+    the default); returns the factory it replaces, so a caller can put it back.
+
+    Production never calls this. It is the test suite's one injection point
+    (tests/support/rig.py hands out fixed test keys): generating an RSA-2048 key costs about
+    0.1 s, and the suite creates assemblies by the hundred. It is process-wide, not on the
+    Context, because create() only gets a session (from the web forms, the CLI and tests)
+    and the app under test builds a Context of its own.
+    """
+    global _key_factory
+    previous = _key_factory
+    _key_factory = factory or generate_private_key_pem
+    return previous
 
 
 def normalise_handle(raw: str) -> str:
@@ -123,7 +145,7 @@ async def create(
     codes = parse_languages(languages)
     if await find(session, handle) is not None:
         raise Conflict(f"an assembly with the handle {handle!r} already exists", field="handle")
-    private_pem, public_pem = generate_private_key_pem()
+    private_pem, public_pem = _key_factory()
     assembly = Assembly(
         handle=handle,
         name=name,
@@ -356,27 +378,29 @@ async def announce_profile(
     assembly: Assembly,
     actor_document: dict[str, Any],
     now: datetime,
+    wake: asyncio.Event | None,
 ) -> Activity | None:
     """Send followers an Update{actor} with the assembly's new actor document.
 
     Only an approved assembly federates; for any other nothing is sent (None).
     ``actor_document`` is what the actor URL serves (vocab.build_assembly_actor builds it).
+    ``wake`` (the in-process worker's ``ctx.wake``) is set once the caller commits.
     """
     if assembly.status != AssemblyStatus.APPROVED:
         return None
     # The activity carries the context; the embedded actor needs no second copy.
     obj = {k: v for k, v in actor_document.items() if k != "@context"}
-    activity = await activities.record(
+    sent = await outbox.send(
         session,
         urls,
+        wake,
         assembly=assembly,
         activity_type="Update",
         obj=obj,
         to=[PUBLIC],
         cc=[urls.followers(assembly.handle)],
+        inboxes=await delivery.follower_inboxes(session, assembly.id),
         public=True,
         now=now,
     )
-    inboxes = await delivery.follower_inboxes(session, assembly.id)
-    await delivery.enqueue(session, activity, inboxes, now=now)
-    return activity
+    return sent.activity

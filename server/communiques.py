@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import html
@@ -14,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies, polls, ratification, relays
-from server.activitypub import delivery
+from server import assemblies, polls, ratification, relays
+from server.activitypub import delivery, outbox
 from server.activitypub.mentions import Mention
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
 from server.content import LANGUAGE_RE, render_markdown, safe_link
@@ -229,30 +230,32 @@ async def _send(
     activity_type: str,
     obj: dict[str, Any],
     now: datetime,
+    wake: asyncio.Event | None,
     extra_inboxes: Sequence[str] = (),
 ) -> Published:
-    activity = await activities.record(
+    inboxes = await delivery.follower_inboxes(session, assembly.id)
+    inboxes += [m["inbox"] for m in communique.mentions] + list(extra_inboxes)
+    inboxes += await relays.inboxes(session)  # public communiqués go to subscribed relays
+    sent = await outbox.send(
         session,
         urls,
+        wake,
         assembly=assembly,
         activity_type=activity_type,
         obj=obj,
         to=[PUBLIC],
         cc=[urls.followers(assembly.handle)],
+        inboxes=inboxes,
         public=True,
         now=now,
         communique_id=communique.id,
         context=context_of(urls, obj),
     )
-    inboxes = await delivery.follower_inboxes(session, assembly.id)
-    inboxes += [m["inbox"] for m in communique.mentions] + list(extra_inboxes)
-    inboxes += await relays.inboxes(session)  # public communiqués go to subscribed relays
-    rows = await delivery.enqueue(session, activity, inboxes, now=now)
     return Published(
         communique=communique,
-        activity=activity,
+        activity=sent.activity,
         url=urls.communique(assembly.handle, communique.public_id),
-        deliveries=len(rows),
+        deliveries=len(sent.deliveries),
     )
 
 
@@ -269,6 +272,7 @@ async def publish(
     attachments: Sequence[Media] = (),
     decision: dict[str, Any] | None = None,
     poll: dict[str, Any] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> Published:
     """A new communiqué, its Create{Note} and one delivery per follower inbox.
 
@@ -276,6 +280,8 @@ async def publish(
     mentioned actors are tagged, addressed and sent the Note. ``summary`` is a content
     warning. ``attachments`` are Media rows stored beforehand (server.media.store_upload)
     for this assembly; they are linked in the order given.
+    ``wake`` is the in-process delivery worker's event (``ctx.wake``), set once the
+    caller's transaction commits; None where no worker waits on it (the CLI, tests).
     """
     assembly = await assemblies.require_active(session, handle)
     rendered = render_markdown(_check_source(source), tag_url=urls.tag)
@@ -307,6 +313,7 @@ async def publish(
         "Create",
         note_document(urls, assembly, communique, files),
         now,
+        wake,
     )
 
 
@@ -343,6 +350,7 @@ async def edit(
     summary: str | None | Keep = KEEP,
     language: str | None = None,
     attachments: Sequence[Media] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> Published:
     """New text for a communiqué: an Update carrying the whole Note with ``updated``.
 
@@ -350,7 +358,7 @@ async def edit(
     ``attachments``, when given, is the whole new list in order: attachments of the
     communiqué left out are deleted (their rows now; their files by the caller, after
     commit, from ``Published.removed_media``), new ones must be unattached Media rows of
-    this assembly.
+    this assembly. ``wake`` as for :func:`publish`.
     """
     assembly, communique = await find_by_url(session, urls, url)
     await assemblies.require_active(session, assembly.handle)
@@ -388,13 +396,22 @@ async def edit(
         "Update",
         note_document(urls, assembly, communique, files),
         now,
+        wake,
         earlier,
     )
     return dataclasses.replace(published, removed_media=removed)
 
 
-async def delete(session: AsyncSession, urls: Urls, *, url: str, now: datetime) -> Published:
-    """Delete: the Note becomes a Tombstone (410) and followers get a Delete."""
+async def delete(
+    session: AsyncSession,
+    urls: Urls,
+    *,
+    url: str,
+    now: datetime,
+    wake: asyncio.Event | None = None,
+) -> Published:
+    """Delete: the Note becomes a Tombstone (410) and followers get a Delete. ``wake`` as
+    for :func:`publish`."""
     assembly, communique = await find_by_url(session, urls, url)
     await assemblies.require_active(session, assembly.handle)
     if communique.deleted_at is not None:
@@ -408,7 +425,7 @@ async def delete(session: AsyncSession, urls: Urls, *, url: str, now: datetime) 
     tombstone = build_tombstone(
         object_id=urls.communique(assembly.handle, communique.public_id), deleted=now
     )
-    published = await _send(session, urls, assembly, communique, "Delete", tombstone, now)
+    published = await _send(session, urls, assembly, communique, "Delete", tombstone, now, wake)
     return dataclasses.replace(published, removed_media=removed)
 
 
@@ -485,9 +502,12 @@ async def replies_of(session: AsyncSession, communique_id: int) -> Sequence[Repl
     return (await session.scalars(query)).all()
 
 
-async def close_due_polls(session: AsyncSession, urls: Urls, *, now: datetime) -> int:
+async def close_due_polls(
+    session: AsyncSession, urls: Urls, *, now: datetime, wake: asyncio.Event | None = None
+) -> int:
     """Close the polls whose time is up: an Update with the final tally goes to the
-    followers and to every voter. Returns how many were closed."""
+    followers and to every voter. Returns how many were closed. The worker calls it and
+    delivers right after, so it passes no ``wake``."""
     closed = 0
     for communique in await polls.due(session, now):
         assembly = await session.get(Assembly, communique.assembly_id)
@@ -504,6 +524,7 @@ async def close_due_polls(session: AsyncSession, urls: Urls, *, now: datetime) -
             "Update",
             await note_of(session, urls, assembly, communique),
             now,
+            wake,
             voters,
         )
         closed += 1

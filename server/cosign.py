@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies, communiques
-from server.activitypub import delivery
+from server import assemblies, communiques
+from server.activitypub import delivery, outbox
 from server.activitypub.actors import fetch_document
 from server.activitypub.jsonld import id_of
 from server.activitypub.vocab import PUBLIC
@@ -89,26 +89,26 @@ async def cosign(
     cc = [ctx.urls.followers(assembly.handle), target.author_uri]
     if author_followers:
         cc.append(author_followers)
-    activity = await activities.record(
-        session,
-        ctx.urls,
-        assembly=assembly,
-        activity_type="Announce",
-        obj=target.note_id,
-        to=[PUBLIC],
-        cc=cc,
-        public=True,
-        now=now,
-    )
     inboxes = await delivery.follower_inboxes(session, assembly.id)
     if target.note is None:
         # The author is an assembly of this instance: its followers are known here, so
         # they get the Announce directly (forwarding would find it already on record).
         _author, _item = await communiques.find_by_url(session, ctx.urls, target.note_id)
         inboxes += await delivery.follower_inboxes(session, _author.id)
-    await delivery.enqueue(session, activity, [*inboxes, author.delivery_inbox], now=now)
-    ctx.wake.set()
-    return activity
+    sent = await outbox.send(
+        session,
+        ctx.urls,
+        ctx.wake,
+        assembly=assembly,
+        activity_type="Announce",
+        obj=target.note_id,
+        to=[PUBLIC],
+        cc=cc,
+        inboxes=[*inboxes, author.delivery_inbox],
+        public=True,
+        now=now,
+    )
+    return sent.activity
 
 
 async def record_share(

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies
-from server.activitypub import delivery
+from server import assemblies
+from server.activitypub import delivery, outbox
 from server.activitypub.actors import (
     ACTOR_TTL,
     fetch_actor,
@@ -140,13 +140,15 @@ async def follow(
     existing = await find(session, assembly.id, actor.uri)
     if existing is not None:
         raise Conflict(f"{assembly.handle} already follows {actor.uri} ({existing.status.value})")
-    activity = await activities.record(
+    sent = await outbox.send(
         session,
         ctx.urls,
+        ctx.wake,
         assembly=assembly,
         activity_type="Follow",
         obj=actor.uri,
         to=[actor.uri],
+        inboxes=[actor.inbox_uri],
         public=False,
         now=now,
     )
@@ -154,14 +156,12 @@ async def follow(
         assembly_id=assembly.id,
         target_uri=actor.uri,
         inbox_uri=actor.inbox_uri,
-        follow_uri=activity.uri,
+        follow_uri=sent.activity.uri,
         status=FollowStatus.PENDING,
         created_at=now,
     )
     session.add(row)
-    await delivery.enqueue(session, activity, [actor.inbox_uri], now=now)
     await session.flush()
-    ctx.wake.set()
     return row
 
 
@@ -179,20 +179,20 @@ async def unfollow(
         "actor": ctx.urls.actor(assembly.handle),
         "object": row.target_uri,
     }
-    activity = await activities.record(
+    await outbox.send(
         session,
         ctx.urls,
+        ctx.wake,
         assembly=assembly,
         activity_type="Undo",
         obj=follow_doc,
         to=[row.target_uri],
+        inboxes=[row.inbox_uri],
         public=False,
         now=now,
     )
-    await delivery.enqueue(session, activity, [row.inbox_uri], now=now)
     await session.delete(row)
     await session.flush()
-    ctx.wake.set()
     return row
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities, assemblies
-from server.activitypub import delivery
+from server import assemblies
+from server.activitypub import outbox
 from server.activitypub.jsonld import as_list, id_of
 from server.activitypub.vocab import iso
 from server.content import render_markdown, safe_link
@@ -112,17 +112,18 @@ async def write(
         "inReplyTo": parent.uri if parent else None,
         "tag": [{"type": "Mention", "href": a.uri, "name": _acct(a)} for a in actors],
     }
-    activity = await activities.record(
+    await outbox.send(
         session,
         ctx.urls,
+        ctx.wake,
         assembly=assembly,
         activity_type="Create",
         obj=note,
         to=to,
+        inboxes=[a.inbox_uri for a in actors],
         public=False,
         now=now,
     )
-    await delivery.enqueue(session, activity, [a.inbox_uri for a in actors], now=now)
     letter = Letter(
         assembly_id=assembly.id,
         uri=uri,
@@ -139,7 +140,6 @@ async def write(
     )
     session.add(letter)
     await session.flush()
-    ctx.wake.set()
     return letter
 
 

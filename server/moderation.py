@@ -1,8 +1,8 @@
-"""Moderation: domain blocks, follow requests (the instance's and each assembly's) and reports.
+"""Moderation: domain blocks, reports, and the admin's overview.
 
 Domain services in the usual shape: ``(session, *, plain values)``, ``flush()`` but never
-``commit()``. Answers to follow requests are recorded and queued here, in the caller's
-transaction, exactly like a communiqué's Create: the caller wakes the worker after commit.
+``commit()``. Follow requests (the instance's follow approval and each assembly's) are the
+follow policy's, in server/followers.py.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import activities
 from server.activitypub import delivery
 from server.errors import BadRequest, Conflict, NotFound
 from server.models import (
-    Activity,
     Assembly,
     AssemblyStatus,
     DomainBlock,
     Follower,
-    FollowerStatus,
     RemoteActor,
     Report,
     User,
@@ -122,246 +119,6 @@ async def unblock_domain(session: AsyncSession, block_id: int) -> DomainBlock:
 
 async def list_domain_blocks(session: AsyncSession) -> Sequence[DomainBlock]:
     return (await session.scalars(select(DomainBlock).order_by(DomainBlock.domain))).all()
-
-
-# -- answering follow requests ------------------------------------------------------------
-
-
-async def answer_follow(
-    session: AsyncSession,
-    urls: Urls,
-    *,
-    assembly: Assembly,
-    actor: RemoteActor,
-    follow_uri: str,
-    accept: bool,
-    now: datetime,
-) -> Activity:
-    """Record and queue Accept{Follow} or Reject{Follow} to the follower's own inbox.
-
-    The Follow is embedded with its id, type, actor and object: Mastodon matches the answer
-    to its follow request by that id, and a Reject of an accepted Follow is how Mastodon
-    itself removes a follower.
-    """
-    follow_doc: dict[str, Any] = {
-        "id": follow_uri,
-        "type": "Follow",
-        "actor": actor.uri,
-        "object": urls.actor(assembly.handle),
-    }
-    activity = await activities.record(
-        session,
-        urls,
-        assembly=assembly,
-        activity_type="Accept" if accept else "Reject",
-        obj=follow_doc,
-        to=[actor.uri],
-        public=False,
-        now=now,
-    )
-    await delivery.enqueue(session, activity, [actor.inbox_uri], now=now)
-    return activity
-
-
-@dataclass(frozen=True)
-class FollowerEntry:
-    """One follower or follow request, as the pages show it."""
-
-    id: int
-    handle: str  # @preferredUsername@domain, or the actor's URI when it has no username
-    domain: str
-    profile_url: str
-    status: FollowerStatus
-    held_for_admin: bool
-    since: datetime
-    assembly_handle: str = ""
-    assembly_name: str = ""
-
-
-def _entry(
-    follower: Follower, actor: RemoteActor, assembly: Assembly | None = None
-) -> FollowerEntry:
-    handle = (
-        f"@{actor.preferred_username}@{actor.domain}" if actor.preferred_username else actor.uri
-    )
-    return FollowerEntry(
-        id=follower.id,
-        handle=handle,
-        domain=actor.domain,
-        profile_url=actor.url or actor.uri,
-        status=follower.status,
-        held_for_admin=follower.held_for_admin,
-        since=follower.created_at,
-        assembly_handle=assembly.handle if assembly else "",
-        assembly_name=assembly.name if assembly else "",
-    )
-
-
-async def list_followers(
-    session: AsyncSession,
-    assembly_id: int,
-    *,
-    status: FollowerStatus,
-    held_for_admin: bool = False,
-    offset: int = 0,
-    limit: int = 100,
-) -> list[FollowerEntry]:
-    """An assembly's followers (or its requests), newest first."""
-    rows = await session.execute(
-        select(Follower, RemoteActor)
-        .join(RemoteActor, RemoteActor.id == Follower.actor_id)
-        .where(
-            Follower.assembly_id == assembly_id,
-            Follower.status == status,
-            Follower.held_for_admin == held_for_admin,
-        )
-        .order_by(Follower.created_at.desc(), Follower.id.desc())
-        .offset(offset)
-        .limit(limit)
-    )
-    return [_entry(follower, actor) for follower, actor in rows]
-
-
-async def count_followers(
-    session: AsyncSession, assembly_id: int, *, status: FollowerStatus, held_for_admin: bool
-) -> int:
-    query = select(func.count(Follower.id)).where(
-        Follower.assembly_id == assembly_id,
-        Follower.status == status,
-        Follower.held_for_admin == held_for_admin,
-    )
-    return int(await session.scalar(query) or 0)
-
-
-async def _follower(
-    session: AsyncSession, follower_id: int, assembly_id: int | None = None
-) -> tuple[Follower, RemoteActor, Assembly]:
-    query = (
-        select(Follower, RemoteActor, Assembly)
-        .join(RemoteActor, RemoteActor.id == Follower.actor_id)
-        .join(Assembly, Assembly.id == Follower.assembly_id)
-        .where(Follower.id == follower_id)
-    )
-    if assembly_id is not None:
-        query = query.where(Follower.assembly_id == assembly_id)
-    row = (await session.execute(query)).first()
-    if row is None:
-        raise NotFound("no such follower or follow request")
-    follower, actor, assembly = row
-    return follower, actor, assembly
-
-
-async def approve_follower(
-    session: AsyncSession, urls: Urls, *, assembly: Assembly, follower_id: int, now: datetime
-) -> FollowerEntry:
-    """An assembly accepts a pending request: Accept{Follow} goes out."""
-    follower, actor, _ = await _follower(session, follower_id, assembly.id)
-    if follower.status != FollowerStatus.PENDING or follower.held_for_admin:
-        raise Conflict("this is not a follow request waiting for the assembly")
-    follower.status = FollowerStatus.ACCEPTED
-    await answer_follow(
-        session,
-        urls,
-        assembly=assembly,
-        actor=actor,
-        follow_uri=follower.follow_uri,
-        accept=True,
-        now=now,
-    )
-    await session.flush()
-    return _entry(follower, actor)
-
-
-async def reject_follower(
-    session: AsyncSession, urls: Urls, *, assembly: Assembly, follower_id: int, now: datetime
-) -> FollowerEntry:
-    """An assembly turns down a pending request: Reject{Follow}, and the request is gone."""
-    follower, actor, _ = await _follower(session, follower_id, assembly.id)
-    if follower.status != FollowerStatus.PENDING or follower.held_for_admin:
-        raise Conflict("this is not a follow request waiting for the assembly")
-    return await _reject_and_delete(session, urls, follower, actor, assembly, now=now)
-
-
-async def remove_follower(
-    session: AsyncSession, urls: Urls, *, assembly: Assembly, follower_id: int, now: datetime
-) -> FollowerEntry:
-    """An assembly removes an accepted follower: Reject{Follow}, as Mastodon does."""
-    follower, actor, _ = await _follower(session, follower_id, assembly.id)
-    if follower.status != FollowerStatus.ACCEPTED:
-        raise Conflict("this account does not follow the assembly")
-    return await _reject_and_delete(session, urls, follower, actor, assembly, now=now)
-
-
-async def _reject_and_delete(
-    session: AsyncSession,
-    urls: Urls,
-    follower: Follower,
-    actor: RemoteActor,
-    assembly: Assembly,
-    *,
-    now: datetime,
-) -> FollowerEntry:
-    entry = _entry(follower, actor, assembly)
-    await answer_follow(
-        session,
-        urls,
-        assembly=assembly,
-        actor=actor,
-        follow_uri=follower.follow_uri,
-        accept=False,
-        now=now,
-    )
-    await session.delete(follower)
-    await session.flush()
-    return entry
-
-
-# -- the instance's follow approval -------------------------------------------------------
-
-
-async def held_follows(session: AsyncSession) -> list[FollowerEntry]:
-    """Remote follow requests waiting for an instance admin, oldest first."""
-    rows = await session.execute(
-        select(Follower, RemoteActor, Assembly)
-        .join(RemoteActor, RemoteActor.id == Follower.actor_id)
-        .join(Assembly, Assembly.id == Follower.assembly_id)
-        .where(Follower.held_for_admin.is_(True))
-        .order_by(Follower.created_at, Follower.id)
-    )
-    return [_entry(follower, actor, assembly) for follower, actor, assembly in rows]
-
-
-async def approve_held_follow(
-    session: AsyncSession, urls: Urls, *, follower_id: int, now: datetime
-) -> FollowerEntry:
-    """The admin lets a request through: accepted at once (Accept sent), or on to the
-    assembly's own list when the assembly approves its followers by hand."""
-    follower, actor, assembly = await _follower(session, follower_id)
-    if not follower.held_for_admin:
-        raise Conflict("this follow request is not waiting for an administrator")
-    follower.held_for_admin = False
-    if not assembly.manually_approves_followers:
-        follower.status = FollowerStatus.ACCEPTED
-        await answer_follow(
-            session,
-            urls,
-            assembly=assembly,
-            actor=actor,
-            follow_uri=follower.follow_uri,
-            accept=True,
-            now=now,
-        )
-    await session.flush()
-    return _entry(follower, actor, assembly)
-
-
-async def reject_held_follow(
-    session: AsyncSession, urls: Urls, *, follower_id: int, now: datetime
-) -> FollowerEntry:
-    follower, actor, assembly = await _follower(session, follower_id)
-    if not follower.held_for_admin:
-        raise Conflict("this follow request is not waiting for an administrator")
-    return await _reject_and_delete(session, urls, follower, actor, assembly, now=now)
 
 
 # -- reports (incoming Flag activities) ---------------------------------------------------

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.activitypub import delivery
-from server.activitypub.vocab import PUBLIC, build_activity
+from server.activitypub import outbox
+from server.activitypub.vocab import PUBLIC
 from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound
 from server.following import resolve_actor
-from server.models import Activity, Following, FollowStatus
-from server.urls import new_public_id
+from server.models import Following, FollowStatus
 
 
 def actor_url(url: str) -> str:
@@ -35,32 +33,6 @@ def actor_url(url: str) -> str:
     return url
 
 
-async def _record(
-    session: AsyncSession, ctx: Context, *, activity_type: str, obj: Any, to: str, now: datetime
-) -> Activity:
-    public_id = new_public_id()
-    uri = ctx.urls.activity(public_id)
-    activity = Activity(
-        public_id=public_id,
-        uri=uri,
-        assembly_id=None,  # the instance actor's: the worker signs with the instance key
-        type=activity_type,
-        document=build_activity(
-            activity_id=uri,
-            activity_type=activity_type,
-            actor_id=ctx.urls.instance_actor(),
-            obj=obj,
-            to=[to],
-            published=now,
-        ),
-        public=False,
-        created_at=now,
-    )
-    session.add(activity)
-    await session.flush()
-    return activity
-
-
 async def subscribe(session: AsyncSession, ctx: Context, *, url: str, now: datetime) -> Following:
     relay = await resolve_actor(session, ctx, actor_url(url))
     existing = (
@@ -72,22 +44,30 @@ async def subscribe(session: AsyncSession, ctx: Context, *, url: str, now: datet
     ).first()
     if existing is not None:
         raise Conflict("this instance already subscribes to that relay", field="url")
-    activity = await _record(
-        session, ctx, activity_type="Follow", obj=PUBLIC, to=relay.uri, now=now
+    # The instance actor subscribes (assembly None): the worker signs with the instance key.
+    sent = await outbox.send(
+        session,
+        ctx.urls,
+        ctx.wake,
+        assembly=None,
+        activity_type="Follow",
+        obj=PUBLIC,
+        to=[relay.uri],
+        inboxes=[relay.inbox_uri],
+        public=False,
+        now=now,
     )
     row = Following(
         assembly_id=None,
         target_uri=relay.uri,
         inbox_uri=relay.inbox_uri,
-        follow_uri=activity.uri,
+        follow_uri=sent.activity.uri,
         status=FollowStatus.PENDING,
         is_relay=True,
         created_at=now,
     )
     session.add(row)
-    await delivery.enqueue(session, activity, [relay.inbox_uri], now=now)
     await session.flush()
-    ctx.wake.set()
     return row
 
 
@@ -103,13 +83,20 @@ async def unsubscribe(
         "actor": ctx.urls.instance_actor(),
         "object": PUBLIC,
     }
-    activity = await _record(
-        session, ctx, activity_type="Undo", obj=follow, to=row.target_uri, now=now
+    await outbox.send(
+        session,
+        ctx.urls,
+        ctx.wake,
+        assembly=None,
+        activity_type="Undo",
+        obj=follow,
+        to=[row.target_uri],
+        inboxes=[row.inbox_uri],
+        public=False,
+        now=now,
     )
-    await delivery.enqueue(session, activity, [row.inbox_uri], now=now)
     await session.delete(row)
     await session.flush()
-    ctx.wake.set()
     return row
 
 

@@ -16,13 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import communiques
-from server.activitypub import delivery
+from server.activitypub import delivery, outbox
 from server.activitypub.actors import origin_of
 from server.activitypub.jsonld import as_list, id_of
 from server.context import Context
 from server.errors import NotFound
 from server.models import Activity
-from server.urls import new_public_id
 
 Doc = dict[str, Any]
 
@@ -58,18 +57,15 @@ async def forward_to_followers(
     ]
     if not inboxes:
         return 0
-    forwarded = Activity(
-        public_id=new_public_id(),
+    forwarded = await outbox.forward(
+        session,
+        ctx.wake,
         uri=uri,
+        document=raw,
+        activity_type=str(activity.get("type", "Announce")),
         assembly_id=assembly.id,
         communique_id=item.id,
-        type=str(activity.get("type", "Announce"))[:40],
-        document=raw,
-        public=False,  # not ours to serve: its origin does
-        created_at=now,
+        inboxes=inboxes,
+        now=now,
     )
-    session.add(forwarded)
-    await session.flush()
-    rows = await delivery.enqueue(session, forwarded, inboxes, now=now)
-    ctx.wake.set()
-    return len(rows)
+    return len(forwarded.deliveries)

@@ -395,6 +395,7 @@ async def assembly_settings(request: Request) -> Response:
                     assembly=target,
                     actor_document=build_assembly_actor(ctx.urls, target),
                     now=ctx.clock(),
+                    wake=ctx.wake,
                 )
                 sent = announced is not None
     except InterOccError as exc:
@@ -410,7 +411,6 @@ async def assembly_settings(request: Request) -> Response:
         raise
     media.remove_files(ctx.settings, files.replaced)
     if sent:
-        ctx.wake.set()
         flash = "Saved. Followers' servers are sent the new profile."
     elif changed or listing_changed:
         flash = "Saved."

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import accounts, assemblies, instance, moderation
+from server import accounts, assemblies, followers, instance, moderation
 from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound
 from server.models import Assembly, AssemblyStatus, FollowerStatus, User, UserStatus
@@ -55,7 +55,6 @@ async def _act(request: Request, action: Action, *, back: str, page: Page) -> Re
             message = await action(session, ctx, user)
     except (BadRequest, Conflict) as exc:
         return await page(request, FormState().fail(exc), exc.status)
-    ctx.wake.set()  # answers to follow requests are queued: deliver them now
     return redirect(request, back, flash=message)
 
 
@@ -294,7 +293,7 @@ async def follows_page(
     await require_admin(request)
     ctx = _ctx(request)
     async with ctx.sessions() as session:
-        held = await moderation.held_follows(session)
+        held = await followers.held_follows(session)
         info = await instance.load(session, ctx.settings)
     return await render(
         request,
@@ -310,8 +309,8 @@ async def approve_follow(request: Request) -> Response:
     follower_id = _int_param(request, "follower_id")
 
     async def action(session: AsyncSession, ctx: Context, user: User) -> str:
-        entry = await moderation.approve_held_follow(
-            session, ctx.urls, follower_id=follower_id, now=ctx.clock()
+        entry = await followers.approve_held_follow(
+            session, ctx, follower_id=follower_id, now=ctx.clock()
         )
         if entry.status == FollowerStatus.ACCEPTED:
             return f"{entry.handle} now follows @{entry.assembly_handle}."
@@ -324,8 +323,8 @@ async def reject_follow(request: Request) -> Response:
     follower_id = _int_param(request, "follower_id")
 
     async def action(session: AsyncSession, ctx: Context, user: User) -> str:
-        entry = await moderation.reject_held_follow(
-            session, ctx.urls, follower_id=follower_id, now=ctx.clock()
+        entry = await followers.reject_held_follow(
+            session, ctx, follower_id=follower_id, now=ctx.clock()
         )
         return f"{entry.handle}'s request to follow @{entry.assembly_handle} is rejected."
 

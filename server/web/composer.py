@@ -482,6 +482,7 @@ async def _submit(
                     "attachments": draft.files,
                     "mentions": found,
                     "now": ctx.clock(),
+                    "wake": ctx.wake,  # set once this transaction commits
                 }
                 if item is None:
                     published = await communiques.publish(
@@ -522,7 +523,6 @@ async def _submit(
             communique=item,
         )
     media.remove_files(ctx.settings, published.removed_media)
-    ctx.wake.set()  # deliveries are queued: an in-process worker starts now
     return redirect(request, published.url, flash="Published." if item is None else "Updated.")
 
 
@@ -540,9 +540,9 @@ async def delete(request: Request) -> Response:
             ctx.urls,
             url=ctx.urls.communique(assembly.handle, item.public_id),
             now=ctx.clock(),
+            wake=ctx.wake,
         )
     media.remove_files(ctx.settings, deleted.removed_media)
-    ctx.wake.set()
     return redirect(request, f"/manage/{assembly.handle}", flash="Deleted.")
 
 

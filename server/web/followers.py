@@ -2,7 +2,8 @@
 
 Approve sends Accept{Follow}; reject sends Reject{Follow} and forgets the request; remove
 sends Reject{Follow} for an accepted follower (how Mastodon removes a follower) and deletes
-it. Only members of the assembly may see or change any of it.
+it: the policy is server.followers', which also wakes the delivery worker once the answer is
+committed. Only members of the assembly may see or change any of it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import moderation
+from server import followers
 from server.context import Context
 from server.errors import BadRequest, Conflict
 from server.models import FollowerStatus
@@ -22,7 +23,7 @@ from server.web.session import FormState, read_form, redirect, require_member, r
 
 PAGE_SIZE = 100
 
-Change = Callable[..., Awaitable[moderation.FollowerEntry]]
+Change = Callable[..., Awaitable[followers.FollowerEntry]]
 
 
 def _ctx(request: Request) -> Context:
@@ -42,16 +43,16 @@ async def followers_page(
     page = _page_number(request)
     async with _ctx(request).sessions() as session:
         assembly, membership = await require_member(session, user, request.path_params["handle"])
-        requests = await moderation.list_followers(
+        requests = await followers.list_followers(
             session, assembly.id, status=FollowerStatus.PENDING, limit=500
         )
-        held = await moderation.count_followers(
+        held = await followers.count_followers(
             session, assembly.id, status=FollowerStatus.PENDING, held_for_admin=True
         )
-        total = await moderation.count_followers(
+        total = await followers.count_followers(
             session, assembly.id, status=FollowerStatus.ACCEPTED, held_for_admin=False
         )
-        followers = await moderation.list_followers(
+        accepted = await followers.list_followers(
             session,
             assembly.id,
             status=FollowerStatus.ACCEPTED,
@@ -67,7 +68,7 @@ async def followers_page(
         membership=membership,
         requests=requests,
         held=held,
-        followers=followers,
+        followers=accepted,
         total=total,
         page=page,
         has_next=page * PAGE_SIZE < total,
@@ -85,11 +86,10 @@ def _follower_action(change: Change, message: str) -> Callable[[Request], Awaita
             async with ctx.sessions() as session, session.begin():
                 assembly, _ = await require_member(session, user, handle)
                 entry = await change(
-                    session, ctx.urls, assembly=assembly, follower_id=follower_id, now=ctx.clock()
+                    session, ctx, assembly=assembly, follower_id=follower_id, now=ctx.clock()
                 )
         except (BadRequest, Conflict) as exc:
             return await followers_page(request, FormState().fail(exc), exc.status)
-        ctx.wake.set()  # the Accept or Reject is queued: deliver it now
         back = f"/manage/{assembly.handle}/followers"
         return redirect(request, back, flash=message.format(who=entry.handle))
 
@@ -100,17 +100,17 @@ routes = [
     Route("/manage/{handle}/followers", followers_page),
     Route(
         "/manage/{handle}/followers/{follower_id:int}/approve",
-        _follower_action(moderation.approve_follower, "{who} now follows the assembly."),
+        _follower_action(followers.approve_follower, "{who} now follows the assembly."),
         methods=["POST"],
     ),
     Route(
         "/manage/{handle}/followers/{follower_id:int}/reject",
-        _follower_action(moderation.reject_follower, "{who}'s follow request is rejected."),
+        _follower_action(followers.reject_follower, "{who}'s follow request is rejected."),
         methods=["POST"],
     ),
     Route(
         "/manage/{handle}/followers/{follower_id:int}/remove",
-        _follower_action(moderation.remove_follower, "{who} no longer follows the assembly."),
+        _follower_action(followers.remove_follower, "{who} no longer follows the assembly."),
         methods=["POST"],
     ),
 ]
