@@ -22,6 +22,7 @@ from server.context import Context, create_context
 from server.errors import InterOccError, LoginRequired, TooManyRequests
 from server.federation import namespace, webfinger
 from server.federation import routes as ap_routes
+from server.federation.cache import ReadCache
 from server.web import (
     account,
     admin,
@@ -119,7 +120,7 @@ def create_app(
         *ap_routes.routes,
         Mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static"),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
@@ -132,6 +133,9 @@ def create_app(
             Exception: _unexpected,
         },
     )
+    # One per app, so per web process: federation GET answers (server/federation/cache.py).
+    app.state.read_cache = ReadCache(ttl=settings.read_cache_seconds)
+    return app
 
 
 def app_from_environment() -> Starlette:

@@ -14,6 +14,7 @@ from server.activitypub.vocab import AS2_MEDIA_TYPE
 from server.config import VERSION
 from server.context import Context
 from server.errors import BadRequest, NotFound
+from server.federation.cache import cache_of, respond
 from server.models import Assembly, AssemblyStatus, Communique
 
 JRD = "application/jrd+json"
@@ -46,40 +47,61 @@ async def webfinger(request: Request) -> Response:
     if not resource:
         raise BadRequest("the resource parameter is required")
     handle = parse_resource(ctx, resource)
-    if handle == ctx.urls.host:  # the instance actor, acct:host@host as Mastodon has it
-        actor_url = ctx.urls.instance_actor()
-        subject = f"acct:{handle}@{ctx.urls.host}"
-    else:
-        async with ctx.sessions() as session:
-            assembly = await assemblies.get_public(session, handle)
-        actor_url = ctx.urls.actor(assembly.handle)
-        subject = ctx.urls.acct(assembly.handle)
-    links = [
-        {"rel": "self", "type": AS2_MEDIA_TYPE, "href": actor_url},
-        {"rel": "http://webfinger.net/rel/profile-page", "type": "text/html", "href": actor_url},
-    ]
-    body = {"subject": subject, "aliases": [actor_url], "links": links}
-    return JSONResponse(body, media_type=JRD, headers={"Access-Control-Allow-Origin": "*"})
+
+    async def render() -> Response:
+        if handle == ctx.urls.host:  # the instance actor, acct:host@host as Mastodon has it
+            actor_url = ctx.urls.instance_actor()
+            subject = f"acct:{handle}@{ctx.urls.host}"
+        else:
+            async with ctx.sessions() as session:
+                assembly = await assemblies.get_public(session, handle)
+            actor_url = ctx.urls.actor(assembly.handle)
+            subject = ctx.urls.acct(assembly.handle)
+        links = [
+            {"rel": "self", "type": AS2_MEDIA_TYPE, "href": actor_url},
+            {
+                "rel": "http://webfinger.net/rel/profile-page",
+                "type": "text/html",
+                "href": actor_url,
+            },
+        ]
+        body = {"subject": subject, "aliases": [actor_url], "links": links}
+        return JSONResponse(body, media_type=JRD, headers={"Access-Control-Allow-Origin": "*"})
+
+    # Keyed by the handle the resource names (its acct: URI and actor URL forms share it).
+    key = (request.url.path, handle)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 async def host_meta(request: Request) -> Response:
     base = _ctx(request).urls.base
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">\n'
-        f'  <Link rel="lrdd" template="{base}/.well-known/webfinger?resource={{uri}}"/>\n'
-        "</XRD>\n"
-    )
-    return Response(xml, media_type="application/xrd+xml")
+
+    async def render() -> Response:
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">\n'
+            f'  <Link rel="lrdd" template="{base}/.well-known/webfinger?resource={{uri}}"/>\n'
+            "</XRD>\n"
+        )
+        return Response(xml, media_type="application/xrd+xml")
+
+    return respond(request, await cache_of(request).answer((request.url.path,), render))
 
 
 async def nodeinfo_links(request: Request) -> Response:
     base = _ctx(request).urls.base
-    links = [
-        {"rel": f"http://nodeinfo.diaspora.software/ns/schema/{v}", "href": f"{base}/nodeinfo/{v}"}
-        for v in ("2.0", "2.1")
-    ]
-    return JSONResponse({"links": links})
+
+    async def render() -> Response:
+        links = [
+            {
+                "rel": f"http://nodeinfo.diaspora.software/ns/schema/{v}",
+                "href": f"{base}/nodeinfo/{v}",
+            }
+            for v in ("2.0", "2.1")
+        ]
+        return JSONResponse({"links": links})
+
+    return respond(request, await cache_of(request).answer((request.url.path,), render))
 
 
 async def nodeinfo(request: Request) -> Response:
@@ -87,30 +109,39 @@ async def nodeinfo(request: Request) -> Response:
     version = request.path_params["version"]
     if version not in {"2.0", "2.1"}:
         raise NotFound()
-    async with ctx.sessions() as session:
-        users = await session.scalar(
-            select(func.count(Assembly.id)).where(Assembly.status == AssemblyStatus.APPROVED)
-        )
-        posts = await session.scalar(
-            select(func.count(Communique.id)).where(Communique.deleted_at.is_(None))
-        )
-    software: dict[str, str] = {"name": "interocc", "version": VERSION}
-    if version == "2.1":
-        software["homepage"] = ctx.urls.base
-    body = {
-        "version": version,
-        "software": software,
-        "protocols": ["activitypub"],
-        "services": {"inbound": [], "outbound": []},
-        "openRegistrations": False,
-        "usage": {
-            "users": {"total": users or 0, "activeMonth": users or 0, "activeHalfyear": users or 0},
-            "localPosts": posts or 0,
-        },
-        "metadata": {"nodeName": ctx.settings.instance_name},
-    }
-    profile = f"http://nodeinfo.diaspora.software/ns/schema/{version}#"
-    return JSONResponse(body, media_type=f'application/json; profile="{profile}"')
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            users = await session.scalar(
+                select(func.count(Assembly.id)).where(Assembly.status == AssemblyStatus.APPROVED)
+            )
+            posts = await session.scalar(
+                select(func.count(Communique.id)).where(Communique.deleted_at.is_(None))
+            )
+        software: dict[str, str] = {"name": "interocc", "version": VERSION}
+        if version == "2.1":
+            software["homepage"] = ctx.urls.base
+        users_total = users or 0
+        body = {
+            "version": version,
+            "software": software,
+            "protocols": ["activitypub"],
+            "services": {"inbound": [], "outbound": []},
+            "openRegistrations": False,
+            "usage": {
+                "users": {
+                    "total": users_total,
+                    "activeMonth": users_total,
+                    "activeHalfyear": users_total,
+                },
+                "localPosts": posts or 0,
+            },
+            "metadata": {"nodeName": ctx.settings.instance_name},
+        }
+        profile = f"http://nodeinfo.diaspora.software/ns/schema/{version}#"
+        return JSONResponse(body, media_type=f'application/json; profile="{profile}"')
+
+    return respond(request, await cache_of(request).answer((request.url.path,), render))
 
 
 routes = [

@@ -513,6 +513,40 @@ async def test_a_signer_blocked_after_its_key_was_kept_is_refused(
     await assert_refused(response, 403, ctx, before)
 
 
+@pytest.mark.parametrize("name", [*DOCUMENTS, "actor"])
+async def test_a_kept_answer_is_never_served_past_the_checks(
+    ctx: Context, world: World, http: httpx.AsyncClient, name: str
+) -> None:
+    """The read cache keeps what a permitted reader got; who may read it is still decided on
+    every request: unsigned and badly signed readers, and a signer blocked since, get nothing
+    (the actor: only its key) while the answer stays kept for the permitted."""
+    url = ctx.urls.actor(HANDLE) if name == "actor" else url_of(ctx, world, name)
+    assert (await http.get(url, headers=signed(url, world.alice))).status_code == 200
+    kept = await http.get(url, headers=signed(url, world.bob))
+    assert kept.status_code == 200 and kept.headers.get("etag")
+    full = kept.json()
+
+    tries = {
+        "unsigned": {"Accept": AP_JSON},
+        "another key": signed(url, world.alice, private_key=_stranger_key()),
+        # A conditional request must not turn a refusal into a 304 either.
+        "unsigned if-none-match": {"Accept": AP_JSON, "If-None-Match": kept.headers["etag"]},
+    }
+    for how, headers in tries.items():
+        response = await http.get(url, headers=headers)
+        if name == "actor":
+            assert response.status_code == 200, how
+            assert "outbox" not in response.json() and response.json() != full, how
+        else:
+            assert response.status_code == 401, (how, response.status_code)
+            assert_nothing_leaked(response)
+
+    await _block_the_peer(ctx)
+    before = await snapshot(ctx)
+    response = await http.get(url, headers=signed(url, world.alice))
+    await assert_refused(response, 403, ctx, before)
+
+
 async def test_a_signed_server_does_not_see_an_unpublished_list_either(
     ctx: Context, world: World, http: httpx.AsyncClient
 ) -> None:
