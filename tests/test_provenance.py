@@ -20,6 +20,7 @@ OWN_DATA_FILES = {
     "server/activitypub/contexts/interocc-v1.json",  # our vocabulary, served at /ns/interocc/v1
     "tests/jsonld_expected.json",  # normalise() answers to our own trick cases
     "tests/reference/normalise_sha256.json",  # digests only, never the documents
+    "tests/support/keys.json",  # RSA test keys generated for this suite (tests/support/keys.py)
     # Pinned installs of the interop peers and the browser tests.
     "tests/browser/package.json",
     "tests/browser/package-lock.json",

@@ -25,6 +25,7 @@ from tests.security.support import (
     snapshot,
 )
 from tests.support.peer import pooled_key
+from tests.support.rig import FrozenClock
 from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
@@ -43,42 +44,31 @@ def settings(database_url: str, port: int) -> Settings:
     )
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 # ---- the limiters (pure) ---------------------------------------------------------------------
 
 
-def test_bucket_allows_a_burst_then_refuses_with_the_wait() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(60, clock=clock)  # one a second, bursts of 60
+def test_bucket_allows_a_burst_then_refuses_with_the_wait(frozen_clock: FrozenClock) -> None:
+    limiter = RateLimiter(60, clock=frozen_clock.monotonic)  # one a second, bursts of 60
     assert [limiter.take("a") for _ in range(60)] == [None] * 60
     assert limiter.take("a") == 1
-    clock.now += 1.0
+    frozen_clock.advance(1.0)
     assert limiter.take("a") is None
     assert limiter.take("a") == 1
 
 
 @pytest.mark.parametrize("per_minute", [1, 6, 30, 600])
-def test_wait_is_how_long_one_token_takes(per_minute: int) -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(per_minute, clock=clock)
+def test_wait_is_how_long_one_token_takes(per_minute: int, frozen_clock: FrozenClock) -> None:
+    limiter = RateLimiter(per_minute, clock=frozen_clock.monotonic)
     for _ in range(per_minute):
         assert limiter.take("k") is None
     wait = limiter.take("k")
     assert wait is not None and wait >= 1
-    clock.now += wait
+    frozen_clock.advance(wait)
     assert limiter.take("k") is None
 
 
-def test_keys_are_independent_and_bounded() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(1, clock=clock, max_keys=100)
+def test_keys_are_independent_and_bounded(frozen_clock: FrozenClock) -> None:
+    limiter = RateLimiter(1, clock=frozen_clock.monotonic, max_keys=100)
     assert limiter.take("a") is None
     assert limiter.take("b") is None
     assert limiter.take("a") is not None
@@ -87,14 +77,13 @@ def test_keys_are_independent_and_bounded() -> None:
     assert len(limiter._buckets) == 100
 
 
-def test_negative_cache_remembers_for_its_ttl_and_is_bounded() -> None:
-    clock = FakeClock()
-    cache = NegativeCache(300, clock=clock, max_keys=10)
+def test_negative_cache_remembers_for_its_ttl_and_is_bounded(frozen_clock: FrozenClock) -> None:
+    cache = NegativeCache(300, clock=frozen_clock.monotonic, max_keys=10)
     cache.add("k", "unreachable")
     assert cache.get("k") == "unreachable"
-    clock.now += 299
+    frozen_clock.advance(299)
     assert cache.get("k") == "unreachable"
-    clock.now += 2
+    frozen_clock.advance(2)
     assert cache.get("k") is None
     for n in range(100):
         cache.add(f"k{n}", "x")

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import httpsig
+from . import httpsig, keys
 from .servers import ServerThread
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
@@ -38,17 +38,14 @@ ACTOR_ACCEPT = (
     " text/html;q=0.1"
 )
 
-# RSA-2048 generation costs ~0.1 s; every Peer in the test session shares this small pool.
-_KEY_POOL: list[rsa.RSAPrivateKey] = []
-_KEY_POOL_SIZE = 4
+# RSA-2048 generation costs ~0.1 s; every Peer in the test session shares a small pool of
+# fixed test keys (tests/support/keys.py), none of them an assembly's.
 _key_counter = itertools.count()
 
 
 def pooled_key() -> rsa.RSAPrivateKey:
-    i = next(_key_counter) % _KEY_POOL_SIZE
-    while len(_KEY_POOL) <= i:
-        _KEY_POOL.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    return _KEY_POOL[i]
+    """The next of the peers' fixed keys, in turn (consecutive calls give different keys)."""
+    return keys.peer_private_key(next(_key_counter) % keys.PEER_KEYS)
 
 
 def public_pem(key: rsa.RSAPrivateKey) -> str:
