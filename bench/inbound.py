@@ -41,6 +41,7 @@ from server.app import create_app
 from server.config import Settings
 from server.context import create_context
 from server.db import create_engine
+from server.federation import inbox_queue
 from server.models import RemoteActor, RemoteKey
 from tests.support.servers import ServerThread, free_port
 
@@ -192,6 +193,18 @@ async def measure(database_url: str, n_inbox: int, n_get: int) -> dict[str, floa
     ] * n_get
 
     ours_inbox = await _timed(create_app(settings), port, lambda: _drive("POST", posts))
+    # What the inbox queued, applied by a worker (in this process, nothing else running).
+    ctx = await create_context(settings)
+    try:
+        started = time.perf_counter()
+        processed = await inbox_queue.drain(ctx)
+        ours_processing = time.perf_counter() - started
+        async with ctx.sessions() as session:
+            left = await inbox_queue.counts(session)
+    finally:
+        await ctx.aclose()
+    if processed != n_inbox or any(left.values()):
+        raise SystemExit(f"bench: {processed} of {n_inbox} processed, left {left}")
     ours_get = await _timed(create_app(settings), port, lambda: _drive("GET", gets))
     async with httpx.AsyncClient(trust_env=False) as http:
         server = ServerThread(create_app(settings), port=port).start()
@@ -206,6 +219,7 @@ async def measure(database_url: str, n_inbox: int, n_get: int) -> dict[str, floa
     return {
         "inbox_bare": n_inbox / bare_inbox,
         "inbox_ours": n_inbox / ours_inbox,
+        "processing_ours": n_inbox / ours_processing,
         "get_bare": n_get / bare_get,
         "get_ours": n_get / ours_get,
     }
@@ -239,3 +253,9 @@ def report(engine: str, figures: dict[str, float]) -> None:
     ):
         bare, ours = figures[f"{what}_bare"], figures[f"{what}_ours"]
         print(f"  {label}: bare {bare:8.1f}/s  interocc {ours:8.1f}/s  ratio {ours / bare:.2f}")
+        if what == "inbox":
+            worked = figures["processing_ours"]
+            print(
+                f"  queued activities applied by one worker: {worked:8.1f}/s  "
+                f"ratio to bare verify+parse {worked / bare:.2f}"
+            )

@@ -142,6 +142,31 @@ async def cmd_assembly_list(settings: Settings, args: argparse.Namespace) -> Non
     await _with_context(settings, run)
 
 
+async def cmd_inbox_status(settings: Settings, args: argparse.Namespace) -> None:
+    from server.federation import inbox_queue
+
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        for status, n in (await inbox_queue.counts(session)).items():
+            print(f"{status}\t{n}")
+
+    await _with_context(settings, run)
+
+
+async def cmd_inbox_retry(settings: Settings, args: argparse.Namespace) -> None:
+    from server.federation import inbox_queue
+    from server.models import InboxItemStatus
+
+    statuses = (InboxItemStatus.PARKED, InboxItemStatus.REJECTED)
+    if not args.rejected:
+        statuses = statuses[:1]
+
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        n = await inbox_queue.retry(session, now=ctx.clock(), statuses=statuses)
+        print(f"{n} queued again; a running worker processes them now")
+
+    await _with_context(settings, run)
+
+
 def _attachments(args: argparse.Namespace) -> list[tuple[Path, str]]:
     """(file, description) pairs from ``--attach FILE`` and ``--alt TEXT``, in order."""
     files: list[str] = args.attach or []
@@ -387,7 +412,15 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="proxies trusted for X-Forwarded-* headers (default 127.0.0.1)",
     )
-    sub.add_parser("worker", help="run the delivery worker")
+    sub.add_parser("worker", help="run the worker: deliveries and queued incoming activities")
+    inbox = sub.add_parser("inbox", help="the queue of incoming activities").add_subparsers(
+        dest="action", required=True
+    )
+    inbox.add_parser("status", help="how many activities wait, were rejected or are parked")
+    retry = inbox.add_parser("retry", help="queue parked activities again")
+    retry.add_argument(
+        "--rejected", action="store_true", help="rejected ones too (after fixing a bug)"
+    )
 
     assembly = sub.add_parser("assembly", help="manage assemblies").add_subparsers(
         dest="action", required=True
@@ -457,6 +490,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("migrate", None): cmd_migrate,
     ("serve", None): cmd_serve,
     ("worker", None): cmd_worker,
+    ("inbox", "status"): cmd_inbox_status,
+    ("inbox", "retry"): cmd_inbox_retry,
     ("assembly", "create"): cmd_assembly_create,
     ("assembly", "approve"): cmd_assembly_approve,
     ("assembly", "suspend"): cmd_assembly_suspend,

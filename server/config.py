@@ -49,6 +49,16 @@ class Settings:
     inbox_per_host: int = 3_000
     key_fetches_per_host: int = 60
     key_failure_ttl: timedelta = timedelta(minutes=5)
+    # How long a federation GET answer is kept in a web process (server/federation/cache.py):
+    # changes made in the process drop it at once, changes made by other processes are seen
+    # after at most this long. 0 keeps nothing.
+    read_cache_seconds: int = 5
+    # The inbox queue (accept fast, process later): attempts before an activity is parked,
+    # how many a worker processes at once, and how long a claim lasts before another worker
+    # may take the activity over (a worker killed mid-way loses its claims after this).
+    inbox_max_attempts: int = 5
+    inbox_concurrency: int = 8
+    inbox_lease: timedelta = timedelta(seconds=60)
 
     @property
     def host(self) -> str:
@@ -186,6 +196,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             minimum=1,
             maximum=100,
         ),
+        inbox_max_attempts=_int(
+            "INTEROCC_INBOX_MAX_ATTEMPTS",
+            get("INTEROCC_INBOX_MAX_ATTEMPTS", "5"),
+            minimum=1,
+            maximum=50,
+        ),
+        inbox_concurrency=_int(
+            "INTEROCC_INBOX_CONCURRENCY",
+            get("INTEROCC_INBOX_CONCURRENCY", "8"),
+            minimum=1,
+            maximum=256,
+        ),
+        inbox_lease=timedelta(
+            seconds=_int(
+                "INTEROCC_INBOX_LEASE_SECONDS",
+                get("INTEROCC_INBOX_LEASE_SECONDS", "60"),
+                minimum=2,
+                maximum=3_600,
+            )
+        ),
         instance_name=get("INTEROCC_INSTANCE_NAME", "InterOcc").strip() or "InterOcc",
         log_level=log_level,
         media_dir=Path(get("INTEROCC_MEDIA_DIR", DEFAULT_MEDIA_DIR).strip() or DEFAULT_MEDIA_DIR),
@@ -228,5 +258,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 minimum=0,
                 maximum=86_400,
             )
+        ),
+        read_cache_seconds=_int(
+            "INTEROCC_READ_CACHE_SECONDS",
+            get("INTEROCC_READ_CACHE_SECONDS", "5"),
+            minimum=0,
+            maximum=600,
         ),
     )

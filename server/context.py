@@ -50,6 +50,8 @@ class Context:
     clock: Callable[[], datetime] = utc_now
     # Set when a delivery is queued, so an in-process worker starts at once.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when an inbox queues an activity, so an in-process worker processes it at once.
+    inbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
     _private_keys: dict[str, PrivateKey] = field(default_factory=dict)
     guards: InboxGuards = field(init=False)
 

@@ -80,6 +80,12 @@ class FollowerStatus(enum.StrEnum):
     ACCEPTED = "accepted"
 
 
+class InboxItemStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for a worker (or for its next try)
+    REJECTED = "rejected"  # processed and refused (the activity was bad): kept with the reason
+    PARKED = "parked"  # failed every try: kept with its error until an admin retries it
+
+
 class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
@@ -563,6 +569,40 @@ class InboxActivity(Base):
     type: Mapped[str] = mapped_column(String(40))
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InboxItem(Base):
+    """An activity accepted by an inbox and waiting to be processed (accept fast, process later).
+
+    The request verified its signature and stored the body as it arrived; a worker claims the
+    row (a lease, like deliveries), processes it and deletes it in the same transaction that
+    applies its effects, so an activity is applied exactly once however often workers die.
+    Rows of one actor are processed in arrival order (only the oldest pending one of each
+    actor can be claimed). ``activity_uri`` is unique: a second copy is a duplicate.
+    """
+
+    __tablename__ = "inbox_queue"
+    __table_args__ = (
+        Index("ix_inbox_queue_due", "status", "next_attempt_at"),
+        Index("ix_inbox_queue_actor", "actor_uri", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_uri: Mapped[str] = mapped_column(String(2048), unique=True)
+    actor_uri: Mapped[str] = mapped_column(String(2048))
+    type: Mapped[str] = mapped_column(String(40))
+    # The handle of the assembly whose inbox received it; None for the shared inbox.
+    inbox_handle: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    document: Mapped[dict[str, object]] = mapped_column(JSON)
+    status: Mapped[InboxItemStatus] = mapped_column(
+        _enum(InboxItemStatus, "inbox_item_status"), default=InboxItemStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Reply(Base):

@@ -1,4 +1,5 @@
-"""The delivery worker: claim due rows, sign and POST each, record the outcome.
+"""The worker: deliveries (claim due rows, sign and POST each, record the outcome), and the
+inbox queue (server/federation/inbox_queue.py) beside them.
 
 ``run_once`` processes one batch (tests drive it step by step, with an injected ``now``);
 ``run_forever`` loops until stopped. Claims are leases: a worker killed mid-batch leaves
@@ -24,6 +25,7 @@ from server.activitypub import delivery
 from server.activitypub.client import SignatureAuth
 from server.context import Context
 from server.errors import InterOccError
+from server.federation import inbox_queue
 from server.models import Activity, Assembly, Delivery, DeliveryAttempt, DeliveryStatus
 
 log = logging.getLogger(__name__)
@@ -232,8 +234,22 @@ POLL_CHECK = timedelta(seconds=15)
 
 
 async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -> None:
-    """Deliver until ``stop`` is set; wakes early when ``ctx.wake`` is set."""
-    log.info("delivery worker started")
+    """Deliver, and process queued inbox activities, until ``stop`` is set.
+
+    Two loops side by side, so a slow delivery batch never delays incoming activities (and
+    the reverse); each wakes early on its own event (``ctx.wake``, ``ctx.inbox_wake``).
+    """
+    log.info("worker started")
+    inbox = asyncio.create_task(inbox_queue.run_forever(ctx, stop, idle=idle))
+    try:
+        await _deliver_forever(ctx, stop, idle=idle)
+    finally:
+        stop.set()
+        await inbox
+    log.info("worker stopped")
+
+
+async def _deliver_forever(ctx: Context, stop: asyncio.Event, *, idle: float) -> None:
     polls_checked: datetime | None = None
     while not stop.is_set():
         try:
@@ -253,4 +269,3 @@ async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -
         await asyncio.wait(waiters, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
-    log.info("delivery worker stopped")

@@ -25,8 +25,10 @@ from server.app import create_app
 from server.config import Settings
 from server.context import Context, create_context, instance_key
 from server.db import create_engine, create_sessions
+from tests.support.inbox import ProcessInboxNow
 from tests.support.servers import ServerThread, free_port
 
+pytest_plugins = ["tests.support.rig"]  # frozen_clock, fixed keys
 PG_ADMIN_URL = os.environ.get(
     "INTEROCC_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
@@ -183,7 +185,8 @@ async def ctx(settings: Settings) -> AsyncIterator[Context]:
 
 @pytest.fixture
 def server(settings: Settings, port: int) -> Iterator[ServerThread]:
-    """Our app under uvicorn on its own loopback port (no in-process worker: tests drive it)."""
-    thread = ServerThread(create_app(settings), port=port).start()
+    """Our app under uvicorn on its own loopback port (no in-process worker: tests drive it;
+    an activity its inbox accepts is processed before the 202 reaches the test)."""
+    thread = ServerThread(ProcessInboxNow(create_app(settings)), port=port).start()
     yield thread
     thread.stop()

@@ -30,12 +30,15 @@ from server.context import Context, create_context
 from server.models import (
     Following,
     FollowStatus,
+    InboxItem,
+    InboxItemStatus,
     Letter,
     Share,
     TimelineEntry,
 )
 from tests.conftest import fresh_database, make_settings
 from tests.helpers import approved_assembly, count, post
+from tests.support.inbox import ProcessInboxNow
 from tests.support.peer import Peer
 from tests.support.servers import ServerThread, free_port
 
@@ -68,7 +71,7 @@ async def ctx_b(second_database_url: str, port_b: int) -> AsyncIterator[Context]
 
 @pytest.fixture
 def server_b(ctx_b: Context, port_b: int) -> Iterator[ServerThread]:
-    thread = ServerThread(create_app(ctx_b.settings), port=port_b).start()
+    thread = ServerThread(ProcessInboxNow(create_app(ctx_b.settings)), port=port_b).start()
     yield thread
     thread.stop()
 
@@ -382,7 +385,7 @@ async def test_straw_poll_counts_one_vote_per_actor_and_closes(
         ),
     ]
     assert [a.status_code for a in answers] == [202, 202, 202]
-    assert answers[2].json()["status"] == "ignored"
+    assert [a.json()["status"] for a in answers] == ["queued"] * 3
     async with ctx.sessions() as session:
         item = await session.get(Communique, published.communique.id)
         assert item is not None and item.poll is not None
@@ -404,12 +407,18 @@ async def test_straw_poll_counts_one_vote_per_actor_and_closes(
     assert final["closed"] and final["votersCount"] == 2
     assert final["oneOf"][0]["replies"]["totalItems"] == 2
 
-    # A vote after closing is refused; nothing is stored.
+    # A vote after closing is refused when it is processed (its 202 came first): the queue
+    # keeps it as rejected with the reason, and nothing is stored.
     carl = peer.add_actor("carl")
     late = await peer.post_activity(
         carl, inbox, vote(carl.id, published.url, sol, "March to parliament", 1)
     )
-    assert late.status_code == 403 and "closed" in late.json()["error"]
+    assert late.status_code == 202
+    async with ctx.sessions() as session:
+        refused = (await session.scalars(select(InboxItem))).all()
+    assert [(i.actor_uri, i.status, i.last_error) for i in refused] == [
+        (carl.id, InboxItemStatus.REJECTED, "this poll is closed")
+    ]
     assert await count(ctx, PollVote) == 2
     async with httpx.AsyncClient() as http:
         page = await http.get(published.url, headers={"Accept": "text/html"})
@@ -442,7 +451,7 @@ async def test_relay_gets_public_communiques_and_its_announces_are_accepted(
         "object": follows[0],
     }
     answer = await peer.post_activity(relay, ctx.urls.shared_inbox(), accept)
-    assert answer.status_code == 202 and answer.json()["status"] == "accepted"
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
     async with ctx.sessions() as session:
         assert (await session.get(Following, subscription.id)).status == FollowStatus.ACCEPTED
 
@@ -468,7 +477,7 @@ async def test_relay_gets_public_communiques_and_its_announces_are_accepted(
         "object": from_b.url,
     }
     answer = await peer.post_activity(relay, ctx.urls.shared_inbox(), announce)
-    assert answer.status_code == 202 and answer.json()["status"] == "accepted"
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
     async with ctx.sessions() as session:
         kept = (await session.scalars(select(RemotePost))).one()
     assert kept.uri == from_b.url and kept.actor_uri == ctx_b.urls.actor("plaza")
@@ -478,7 +487,8 @@ async def test_relay_gets_public_communiques_and_its_announces_are_accepted(
     stranger = peer.add_actor("stranger")
     other = {**announce, "id": f"{stranger.id}#announces/1", "actor": stranger.id}
     answer = await peer.post_activity(stranger, ctx.urls.shared_inbox(), other)
-    assert answer.status_code == 202 and answer.json()["status"] == "ignored"
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    assert await count(ctx, RemotePost) == 1
 
 
 def test_relay_url_from_its_inbox_url() -> None:
@@ -533,7 +543,7 @@ async def test_forwarded_activity_is_taken_as_its_origin_serves_it(
     forged["object"] = {**forged["object"], "content": "<p>The assembly is cancelled.</p>"}
     forwarder = peer.add_actor("forwarder")
     answer = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), forged)
-    assert answer.status_code == 202 and answer.json()["status"] == "accepted"
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
     async with ctx.sessions() as session:
         sol = await assemblies.get(session, "sol")
         ((_entry, shown),) = await timeline.entries(session, sol.id)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server import instance, moderation, worker
+from server import followers, instance, moderation, worker
 from server.activitypub import delivery, mentions
 from server.context import Context
 from server.errors import BadRequest
@@ -335,7 +335,7 @@ async def test_admin_approval_then_the_assemblys_own(
     assert (passed.status, passed.held_for_admin) == (FollowerStatus.PENDING, False)
     assert await worker.run_once(ctx) == 0
     async with ctx.sessions() as session:
-        assert await moderation.held_follows(session) == []
+        assert await followers.held_follows(session) == []
 
 
 async def test_without_follow_approval_follows_are_accepted_at_once(
@@ -386,7 +386,7 @@ async def test_flags_naming_us_are_stored_once_and_shown(
     # A Flag about nobody here (at the shared inbox) is acknowledged and ignored.
     other = flag(reporter, 2, ["https://elsewhere.example/users/x"], "not yours")
     response = await near.post_activity(reporter, ctx.urls.shared_inbox(), other)
-    assert response.status_code == 202 and response.json()["status"] == "ignored"
+    assert response.status_code == 202 and response.json()["status"] == "queued"
     assert await count(ctx, Report) == 1
 
     page = (await admin_browser.get("/admin/reports")).text

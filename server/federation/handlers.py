@@ -20,8 +20,8 @@ from server import (
     assemblies,
     communiques,
     cosign,
+    followers,
     following,
-    instance,
     letters,
     moderation,
     polls,
@@ -42,9 +42,7 @@ from server.errors import BadRequest, Forbidden, NotFound
 from server.federation import forwarding
 from server.models import (
     Assembly,
-    AssemblyStatus,
     Follower,
-    FollowerStatus,
     RemoteActor,
     Reply,
 )
@@ -79,77 +77,32 @@ def handles(activity_type: str) -> Callable[[Handler], Handler]:
 
 
 async def _local_assembly(incoming: Incoming, uri: str | None) -> Assembly:
-    """The approved assembly a URI names; NotFound otherwise."""
+    """The assembly a URI names, if it may be followed (server.followers); NotFound
+    otherwise."""
     urls = incoming.ctx.urls
     path = urls.local_path(uri or "")
     prefix = urls.actor("")
     if path is None or not (uri or "").startswith(prefix):
         raise NotFound("the object is not an assembly on this instance")
     handle = (uri or "").removeprefix(prefix)
-    assembly = await assemblies.find(incoming.session, handle)
-    if assembly is None or assembly.status != AssemblyStatus.APPROVED:
-        raise NotFound("the object is not an assembly on this instance")
-    return assembly
-
-
-async def send_accept(
-    ctx: Context, session: AsyncSession, assembly: Assembly, actor: RemoteActor, follow: Doc
-) -> None:
-    # The Follow is embedded with its id: Mastodon matches the Accept by that id.
-    await moderation.answer_follow(
-        session,
-        ctx.urls,
-        assembly=assembly,
-        actor=actor,
-        follow_uri=str(follow["id"]),
-        accept=True,
-        now=ctx.clock(),
-    )
-    ctx.wake.set()
+    return followers.require_followable(await assemblies.find(incoming.session, handle))
 
 
 @handles("Follow")
 async def handle_follow(incoming: Incoming) -> bool:
+    """Resolve the assembly and the follower's actor (a fetch if we have not cached it);
+    what follows is server.followers' policy."""
     ctx, session, activity = incoming.ctx, incoming.session, incoming.activity
     assembly = await _local_assembly(incoming, id_of(activity.get("object")))
     actor = await fetch_actor(session, ctx, incoming.actor_uri)
-    follower = (
-        await session.scalars(
-            select(Follower).where(
-                Follower.assembly_id == assembly.id, Follower.actor_id == actor.id
-            )
-        )
-    ).first()
-    if follower is None:
-        # The instance's follow approval holds every new request for an admin first; then
-        # the assembly's own manual approval, if it has it.
-        held = (await instance.load(session, ctx.settings)).follow_approval
-        follower = Follower(
-            assembly_id=assembly.id,
-            actor_id=actor.id,
-            follow_uri=activity["id"],
-            status=(
-                FollowerStatus.PENDING
-                if held or assembly.manually_approves_followers
-                else FollowerStatus.ACCEPTED
-            ),
-            held_for_admin=held,
-            created_at=ctx.clock(),
-        )
-        session.add(follower)
-    elif follower.status == FollowerStatus.ACCEPTED:
-        # A repeated Follow of an accepted follower is acknowledged without a new Accept:
-        # one Accept per follower, so a flood of Follows cannot make us send a flood of
-        # signed deliveries. (A server that lost our Accept sends Undo, then Follow again.)
-        follower.follow_uri = activity["id"]
-        await session.flush()
-        return False
-    else:
-        follower.follow_uri = activity["id"]
-    await session.flush()
-    if follower.status == FollowerStatus.ACCEPTED:
-        await send_accept(ctx, session, assembly, actor, activity)
-    return True
+    return await followers.receive_follow(
+        session,
+        ctx,
+        assembly=assembly,
+        actor=actor,
+        follow_uri=str(activity["id"]),
+        now=ctx.clock(),
+    )
 
 
 @handles("Undo")
@@ -158,9 +111,8 @@ async def handle_undo(incoming: Incoming) -> bool:
     obj = activity.get("object")
     inner_type = obj.get("type") if isinstance(obj, dict) else None
     object_id = id_of(obj)
+    check_undo(activity, incoming.actor_uri)
     if isinstance(obj, dict):
-        if id_of(obj.get("actor")) not in {None, incoming.actor_uri}:
-            raise Forbidden("cannot undo another actor's activity")
         if inner_type == "Announce" and object_id:
             return await cosign.undo_share(
                 session, announce_uri=object_id, actor_uri=incoming.actor_uri
@@ -213,11 +165,18 @@ async def handle_flag(incoming: Incoming) -> bool:
 
 def _note_of(incoming: Incoming) -> Doc | None:
     """The embedded Note/Article/Page of a Create or Update, checked against its actor."""
-    obj = incoming.activity.get("object")
+    return checked_note(incoming.activity, incoming.actor_uri)
+
+
+def checked_note(activity: Doc, actor_uri: str) -> Doc | None:
+    """The Note/Article/Page an activity embeds, or None; Forbidden/BadRequest when it claims
+    another origin or another author. Reads the document alone, so the inbox request runs
+    it too (on the body as it arrived) to refuse a forgery at once."""
+    obj = activity.get("object")
     if not isinstance(obj, dict) or not set(as_list(obj.get("type"))) & NOTE_TYPES:
         return None
     object_id = id_of(obj)
-    if not object_id or not same_origin(object_id, incoming.actor_uri):
+    if not object_id or not same_origin(object_id, actor_uri):
         raise Forbidden("the object is not on the actor's origin")
     in_reply_to = id_of(obj.get("inReplyTo"))
     if len(object_id) > MAX_LINK or (in_reply_to is not None and len(in_reply_to) > MAX_LINK):
@@ -225,10 +184,17 @@ def _note_of(incoming: Incoming) -> Doc | None:
     # Every author named (attributedTo may be a list) is the actor: a list must not slip
     # another author past the check.
     authors = [id_of(a) for a in as_list(obj.get("attributedTo"))]
-    if any(author != incoming.actor_uri for author in authors):
+    if any(author != actor_uri for author in authors):
         raise Forbidden("the object is attributed to someone else")
     # Capped and with safe links before any handler sees it (server/timeline.py).
     return timeline.bounded_note(obj)
+
+
+def check_undo(activity: Doc, actor_uri: str) -> None:
+    """An Undo may only undo the actor's own activity (document alone, like checked_note)."""
+    obj = activity.get("object")
+    if isinstance(obj, dict) and id_of(obj.get("actor")) not in {None, actor_uri}:
+        raise Forbidden("cannot undo another actor's activity")
 
 
 @handles("Create")

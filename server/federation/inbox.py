@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -32,7 +32,6 @@ from server.activitypub.jsonld import (
     as_list,
     id_of,
     normalise,
-    normalise_off_loop,
 )
 from server.activitypub.signatures import (
     Rejected,
@@ -48,7 +47,7 @@ from server.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from server.federation.handlers import HANDLERS, Incoming
+from server.federation.handlers import HANDLERS, Incoming, check_undo, checked_note
 from server.models import InboxActivity
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ async def authenticate(
 
 async def _admitted(ctx: Context, signed: Signed) -> Signed:
     """The rate limits of the verified signer and its host, then the forwarding rule, then
-    the activity normalised in a worker thread (never on the event loop)."""
+    the checks that need nothing but the document."""
     if signed.owner_uri is not None:
         for limiter, key in (
             (ctx.guards.per_actor, signed.owner_uri),
@@ -154,11 +153,25 @@ async def _admitted(ctx: Context, signed: Signed) -> Signed:
             if wait is not None:
                 raise TooManyRequests("too many activities; slow down", retry_after=wait)
     signed = await _forwarded(ctx, signed)
-    try:
-        activity = await normalise_off_loop(signed.raw)
-    except JsonLdError as exc:
-        raise BadRequest(f"invalid JSON-LD: {exc}") from exc
-    return replace(signed, activity=activity)
+    if signed.owner_uri is not None:
+        check_structure(signed.raw, signed.actor_uri)
+    return signed
+
+
+def check_structure(activity: Doc, actor_uri: str) -> None:
+    """What a remote server should hear about at once, read from the document alone: an id
+    and a type, and the id on the actor's origin. The worker checks all of it again on the
+    normalised activity (``receive``), which is what counts."""
+    activity_id = activity.get("id")
+    types = as_list(activity.get("type"))
+    if not isinstance(activity_id, str) or not activity_id or not types:
+        raise BadRequest("activity needs an id and a type")
+    if not same_origin(activity_id, actor_uri):
+        raise Forbidden("activity id is not on the actor's origin")
+    if types[0] in ("Create", "Update"):
+        checked_note(activity, actor_uri)
+    elif types[0] == "Undo":
+        check_undo(activity, actor_uri)
 
 
 async def _forwarded(ctx: Context, signed: Signed) -> Signed:
@@ -259,6 +272,10 @@ async def receive(
         raise BadRequest("activity actor changed under normalisation")
     if not same_origin(activity_id, actor_uri):
         raise Forbidden("activity id is not on the actor's origin")
+    if types[0] in ("Create", "Update"):
+        checked_note(activity, actor_uri)
+    elif types[0] == "Undo":
+        check_undo(activity, actor_uri)
     if signed.fetched_key is not None:
         await store_resolved(session, ctx, signed.fetched_key)
     seen = await session.scalar(select(InboxActivity.id).where(InboxActivity.uri == activity_id))

@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -37,14 +36,14 @@ from server.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from server.federation import inbox
+from server.federation import inbox, inbox_queue
+from server.federation.cache import cache_of, respond
 from server.models import (
     Activity,
     Assembly,
     Communique,
     Follower,
     FollowerStatus,
-    InboxActivity,
     RemoteActor,
 )
 from server.web import public
@@ -107,47 +106,64 @@ def actor_document(ctx: Context, assembly: Assembly) -> dict[str, Any]:
 
 async def actor(request: Request) -> Response:
     ctx = _ctx(request)
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, request.path_params["handle"])
+    handle = request.path_params["handle"]
     media = wants_activity_json(request.headers.get("accept"))
     if not media:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
         return await public.assembly_page(request, assembly)
-    document = actor_document(ctx, assembly)
-    if not ctx.settings.authorized_fetch:
-        return as2(document, media)
-    try:
-        await _require_signature(request)
-    except (Unauthorized, TooManyRequests):
-        # The key stays public, as Mastodon keeps it: a server must be able to verify our
-        # signatures, even one we cannot verify in turn right now (its key server is down,
-        # or it signs this fetch with a key we cannot get). A signer on a blocked domain
-        # is refused (403), not served.
-        document = build_key_only_actor(document)
-    return as2(document, media, signed=True)
+    signed = ctx.settings.authorized_fetch
+
+    async def render(key_only: bool) -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+        document = actor_document(ctx, assembly)
+        return as2(build_key_only_actor(document) if key_only else document, media, signed=signed)
+
+    cache = cache_of(request)
+    key = (request.url.path, media, signed)
+    # The assembly must exist (404, 410) before the signature is looked at, as it always
+    # was: a kept answer says it did, since every change to it drops the answer.
+    answer = await cache.answer((*key, "whole"), lambda: render(False))
+    if signed:
+        try:
+            await _require_signature(request)
+        except (Unauthorized, TooManyRequests):
+            # The key stays public, as Mastodon keeps it: a server must be able to verify
+            # our signatures, even one we cannot verify in turn right now (its key server is
+            # down, or it signs this fetch with a key we cannot get). A signer on a blocked
+            # domain is refused (403), not served.
+            answer = await cache.answer((*key, "key only"), lambda: render(True))
+    return respond(request, answer)
 
 
 async def instance_actor(request: Request) -> Response:
     ctx = _ctx(request)
     u = ctx.urls
-    document = {
-        "@context": CONTEXT,
-        "id": u.instance_actor(),
-        "type": "Application",
-        "preferredUsername": u.host,
-        "name": ctx.settings.instance_name,
-        "inbox": u.shared_inbox(),
-        "outbox": u.instance_actor() + "/outbox",
-        "endpoints": {"sharedInbox": u.shared_inbox()},
-        "publicKey": {
-            "id": u.instance_key_id(),
-            "owner": u.instance_actor(),
-            "publicKeyPem": ctx.instance_public_key_pem,
-        },
-        "manuallyApprovesFollowers": True,
-        "discoverable": False,
-        "url": u.base + "/",
-    }
-    return as2(document, wants_activity_json(request.headers.get("accept")))
+    media = wants_activity_json(request.headers.get("accept"))
+
+    async def render() -> Response:
+        document = {
+            "@context": CONTEXT,
+            "id": u.instance_actor(),
+            "type": "Application",
+            "preferredUsername": u.host,
+            "name": ctx.settings.instance_name,
+            "inbox": u.shared_inbox(),
+            "outbox": u.instance_actor() + "/outbox",
+            "endpoints": {"sharedInbox": u.shared_inbox()},
+            "publicKey": {
+                "id": u.instance_key_id(),
+                "owner": u.instance_actor(),
+                "publicKeyPem": ctx.instance_public_key_pem,
+            },
+            "manuallyApprovesFollowers": True,
+            "discoverable": False,
+            "url": u.base + "/",
+        }
+        return as2(document, media)
+
+    return respond(request, await cache_of(request).answer((request.url.path, media), render))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -179,25 +195,11 @@ async def post_inbox(request: Request) -> Response:
         body=body,
         inbox_handle=handle,
     )
-    prefetched = await inbox.prefetch(ctx, signed)
-    async with ctx.sessions() as session:
-        try:
-            async with session.begin():
-                result = await inbox.receive(
-                    ctx, session, signed, inbox_handle=handle, prefetched=prefetched
-                )
-        except IntegrityError:
-            # The same activity arrived twice at once; the other request stored it.
-            activity_id = signed.raw.get("id")
-            seen = await session.scalar(
-                select(InboxActivity.id).where(InboxActivity.uri == str(activity_id))
-            )
-            if seen is None:
-                raise
-            return JSONResponse({"status": "duplicate"}, status_code=202)
-    ctx.wake.set()
-    status = "duplicate" if result.duplicate else "ignored" if result.ignored else "accepted"
-    return JSONResponse({"status": status}, status_code=202)
+    if signed.owner_uri is None:
+        # A Delete of an actor we never knew: nothing to remove, nothing to queue.
+        return JSONResponse({"status": "ignored"}, status_code=202)
+    queued = await inbox_queue.enqueue(ctx, signed, inbox_handle=handle)
+    return JSONResponse({"status": queued.value}, status_code=202)
 
 
 def _page_number(request: Request) -> int | None:
@@ -245,37 +247,57 @@ def _require_listed(assembly: Assembly) -> None:
         raise NotFound("this assembly does not publish this list")
 
 
+def _as2_media(request: Request) -> str | None:
+    """The AS2 media type a collection or object is answered with (part of its cache key)."""
+    return wants_activity_json(request.headers.get("accept")) or None
+
+
 async def outbox(request: Request) -> Response:
     ctx = _ctx(request)
     signed = await _require_signature(request)
     page = _page_number(request)
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, request.path_params["handle"])
-        total = await assemblies.communique_count(session, assembly.id)
-        items: list[Any] = []
-        if page is not None:
-            rows = (
-                await session.execute(
-                    select(Activity, Communique)
-                    .join(Communique, Communique.id == Activity.communique_id)
-                    .where(
-                        Communique.assembly_id == assembly.id,
-                        Communique.deleted_at.is_(None),
-                        Activity.type == "Create",
+    handle = request.path_params["handle"]
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            total = await assemblies.communique_count(session, assembly.id)
+            items: list[Any] = []
+            if page is not None:
+                rows = (
+                    await session.execute(
+                        select(Activity, Communique)
+                        .join(Communique, Communique.id == Activity.communique_id)
+                        .where(
+                            Communique.assembly_id == assembly.id,
+                            Communique.deleted_at.is_(None),
+                            Activity.type == "Create",
+                        )
+                        .order_by(Communique.published_at.desc(), Communique.id.desc())
+                        .offset((page - 1) * PAGE_SIZE)
+                        .limit(PAGE_SIZE)
                     )
-                    .order_by(Communique.published_at.desc(), Communique.id.desc())
-                    .offset((page - 1) * PAGE_SIZE)
-                    .limit(PAGE_SIZE)
-                )
-            ).all()
-            files = await communiques.attachments_of(session, [c.id for _, c in rows])
-            for activity, communique in rows:
-                item = {k: v for k, v in activity.document.items() if k != "@context"}
-                item["object"] = communiques.note_document(
-                    ctx.urls, assembly, communique, files.get(communique.id, [])
-                )
-                items.append(item)
-    return _paged(ctx.urls.outbox(assembly.handle), total, page, items, request, signed=signed)
+                ).all()
+                files = await communiques.attachments_of(session, [c.id for _, c in rows])
+                for activity, communique in rows:
+                    item = {k: v for k, v in activity.document.items() if k != "@context"}
+                    item["object"] = communiques.note_document(
+                        ctx.urls, assembly, communique, files.get(communique.id, [])
+                    )
+                    items.append(item)
+        collection_id = ctx.urls.outbox(assembly.handle)
+        return _paged(collection_id, total, page, items, request, signed=signed)
+
+    key = (request.url.path, page, _as2_media(request), signed)
+    return respond(request, await cache_of(request).answer(key, render))
+
+
+async def _require_published_list(ctx: Context, handle: str) -> None:
+    """The pages of a followers or following list exist only while the assembly publishes
+    it: read from the database on every request, kept answer or not, so that hiding a list
+    takes effect at once in every process (no cache lifetime applies to it)."""
+    async with ctx.sessions() as session:
+        _require_listed(await assemblies.get_public(session, handle))
 
 
 async def followers(request: Request) -> Response:
@@ -283,30 +305,38 @@ async def followers(request: Request) -> Response:
     ctx = _ctx(request)
     signed = await _require_signature(request)
     page = _page_number(request)
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, request.path_params["handle"])
-        total = await assemblies.follower_count(session, assembly.id)
-        items: list[Any] = []
-        if page is not None:
-            _require_listed(assembly)
-            items = list(
-                (
-                    await session.scalars(
-                        select(RemoteActor.uri)
-                        .join(Follower, Follower.actor_id == RemoteActor.id)
-                        .where(
-                            Follower.assembly_id == assembly.id,
-                            Follower.status == FollowerStatus.ACCEPTED,
+    handle = request.path_params["handle"]
+    if page is not None:
+        await _require_published_list(ctx, handle)
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            total = await assemblies.follower_count(session, assembly.id)
+            items: list[Any] = []
+            if page is not None:
+                _require_listed(assembly)
+                items = list(
+                    (
+                        await session.scalars(
+                            select(RemoteActor.uri)
+                            .join(Follower, Follower.actor_id == RemoteActor.id)
+                            .where(
+                                Follower.assembly_id == assembly.id,
+                                Follower.status == FollowerStatus.ACCEPTED,
+                            )
+                            .order_by(Follower.id.desc())
+                            .offset((page - 1) * PAGE_SIZE)
+                            .limit(PAGE_SIZE)
                         )
-                        .order_by(Follower.id.desc())
-                        .offset((page - 1) * PAGE_SIZE)
-                        .limit(PAGE_SIZE)
-                    )
-                ).all()
-            )
-    collection_id = ctx.urls.followers(assembly.handle)
-    listed = assembly.publish_social_graph
-    return _paged(collection_id, total, page, items, request, signed=signed, listed=listed)
+                    ).all()
+                )
+        collection_id = ctx.urls.followers(assembly.handle)
+        listed = assembly.publish_social_graph
+        return _paged(collection_id, total, page, items, request, signed=signed, listed=listed)
+
+    key = (request.url.path, page, _as2_media(request), signed)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 async def following_collection(request: Request) -> Response:
@@ -315,15 +345,24 @@ async def following_collection(request: Request) -> Response:
     ctx = _ctx(request)
     signed = await _require_signature(request)
     page = _page_number(request)
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, request.path_params["handle"])
-        if page is not None:
-            _require_listed(assembly)
-        targets = await following.accepted_targets(session, assembly.id)
-    items = targets[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
-    collection_id = ctx.urls.following(assembly.handle)
-    listed = assembly.publish_social_graph
-    return _paged(collection_id, len(targets), page, items, request, signed=signed, listed=listed)
+    handle = request.path_params["handle"]
+    if page is not None:
+        await _require_published_list(ctx, handle)
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            if page is not None:
+                _require_listed(assembly)
+            targets = await following.accepted_targets(session, assembly.id)
+        items = targets[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
+        collection_id = ctx.urls.following(assembly.handle)
+        listed = assembly.publish_social_graph
+        total = len(targets)
+        return _paged(collection_id, total, page, items, request, signed=signed, listed=listed)
+
+    key = (request.url.path, page, _as2_media(request), signed)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 async def shares_collection(request: Request) -> Response:
@@ -331,86 +370,116 @@ async def shares_collection(request: Request) -> Response:
     ctx = _ctx(request)
     signed = await _require_signature(request)
     handle, public_id = request.path_params["handle"], request.path_params["public_id"]
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, handle)
-        assembly, item = await communiques.get(session, assembly.handle, public_id)
-        if item.deleted_at is not None:
-            raise Gone("this communiqué was deleted")
-        shares = [share.announce_uri for share in await cosign.shares_of(session, item.id)]
     page = _page_number(request)
-    items = shares[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
-    collection_id = ctx.urls.shares(assembly.handle, item.public_id)
-    return _paged(collection_id, len(shares), page, items, request, signed=signed)
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            assembly, item = await communiques.get(session, assembly.handle, public_id)
+            if item.deleted_at is not None:
+                raise Gone("this communiqué was deleted")
+            shares = [share.announce_uri for share in await cosign.shares_of(session, item.id)]
+        items = shares[(page - 1) * PAGE_SIZE : page * PAGE_SIZE] if page is not None else []
+        collection_id = ctx.urls.shares(assembly.handle, item.public_id)
+        return _paged(collection_id, len(shares), page, items, request, signed=signed)
+
+    key = (request.url.path, page, _as2_media(request), signed)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 async def featured(request: Request) -> Response:
     """Pinned communiqués, newest pin first, as whole Notes (what Mastodon reads)."""
     ctx = _ctx(request)
     signed = await _require_signature(request)
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, request.path_params["handle"])
-        pinned = (
-            await session.scalars(
-                select(Communique)
-                .where(
-                    Communique.assembly_id == assembly.id,
-                    Communique.pinned_at.is_not(None),
-                    Communique.deleted_at.is_(None),
+    handle = request.path_params["handle"]
+    media = wants_activity_json(request.headers.get("accept"))
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            pinned = (
+                await session.scalars(
+                    select(Communique)
+                    .where(
+                        Communique.assembly_id == assembly.id,
+                        Communique.pinned_at.is_not(None),
+                        Communique.deleted_at.is_(None),
+                    )
+                    .order_by(Communique.pinned_at.desc())
+                    .limit(20)
                 )
-                .order_by(Communique.pinned_at.desc())
-                .limit(20)
-            )
-        ).all()
-        files = await communiques.attachments_of(session, [c.id for c in pinned])
-    items = [communiques.note_document(ctx.urls, assembly, c, files.get(c.id, [])) for c in pinned]
-    doc = build_collection(
-        collection_id=ctx.urls.featured(assembly.handle), total=len(items), first=None
-    )
-    doc["orderedItems"] = items
-    return as2(doc, wants_activity_json(request.headers.get("accept")), signed=signed)
+            ).all()
+            files = await communiques.attachments_of(session, [c.id for c in pinned])
+        items = [
+            communiques.note_document(ctx.urls, assembly, c, files.get(c.id, [])) for c in pinned
+        ]
+        doc = build_collection(
+            collection_id=ctx.urls.featured(assembly.handle), total=len(items), first=None
+        )
+        doc["orderedItems"] = items
+        return as2(doc, media, signed=signed)
+
+    key = (request.url.path, media, signed)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 async def communique(request: Request) -> Response:
     ctx = _ctx(request)
     handle, public_id = request.path_params["handle"], request.path_params["public_id"]
     media = wants_activity_json(request.headers.get("accept"))
-    # Only the ActivityStreams face is guarded: the HTML page stays public.
-    signed = await _require_signature(request) if media else False
-    async with ctx.sessions() as session:
-        assembly = await assemblies.get_public(session, handle)
-        assembly, item = await communiques.get(session, assembly.handle, public_id)
-        note = await communiques.note_of(session, ctx.urls, assembly, item) if media else None
-    note_url = ctx.urls.communique(assembly.handle, item.public_id)
-    if item.deleted_at is not None:
-        if media:
+    if not media:
+        # The HTML page stays public, and is never kept: it varies with the visitor.
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            assembly, item = await communiques.get(session, assembly.handle, public_id)
+        if item.deleted_at is not None:
+            raise Gone("this communiqué was deleted")
+        return await public.communique_page(request, assembly, item)
+    # Only the ActivityStreams face is guarded.
+    signed = await _require_signature(request)
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            assembly = await assemblies.get_public(session, handle)
+            assembly, item = await communiques.get(session, assembly.handle, public_id)
+            note = await communiques.note_of(session, ctx.urls, assembly, item)
+        if item.deleted_at is not None:
+            note_url = ctx.urls.communique(assembly.handle, item.public_id)
             tomb = build_tombstone(object_id=note_url, deleted=item.deleted_at)
             return as2({"@context": CONTEXT, **tomb}, media, status=410, signed=signed)
-        raise Gone("this communiqué was deleted")
-    if media and note is not None:
         document = {"@context": communiques.context_of(ctx.urls, note), **note}
         return as2(document, media, signed=signed)
-    return await public.communique_page(request, assembly, item)
+
+    key = (request.url.path, media, signed)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 async def activity(request: Request) -> Response:
     """An activity of an assembly's (a Create carries its communiqué): guarded like it."""
     ctx = _ctx(request)
     signed = await _require_signature(request)
-    async with ctx.sessions() as session:
-        row = (
-            await session.execute(
-                select(Activity, Communique)
-                .outerjoin(Communique, Communique.id == Activity.communique_id)
-                .where(Activity.public_id == request.path_params["public_id"])
-            )
-        ).first()
-    # Only public activities can be read by anyone; an Accept is the follower's business.
-    if row is None or not row[0].public:
-        raise NotFound()
-    found, item = row
-    if found.type == "Create" and item is not None and item.deleted_at is not None:
-        raise Gone("this communiqué was deleted")
-    return as2(found.document, wants_activity_json(request.headers.get("accept")), signed=signed)
+    public_id = request.path_params["public_id"]
+    media = wants_activity_json(request.headers.get("accept"))
+
+    async def render() -> Response:
+        async with ctx.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Activity, Communique)
+                    .outerjoin(Communique, Communique.id == Activity.communique_id)
+                    .where(Activity.public_id == public_id)
+                )
+            ).first()
+        # Only public activities can be read by anyone; an Accept is the follower's business.
+        if row is None or not row[0].public:
+            raise NotFound()
+        found, item = row
+        if found.type == "Create" and item is not None and item.deleted_at is not None:
+            raise Gone("this communiqué was deleted")
+        return as2(found.document, media, signed=signed)
+
+    key = (request.url.path, media, signed)
+    return respond(request, await cache_of(request).answer(key, render))
 
 
 routes = [

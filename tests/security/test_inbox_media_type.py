@@ -90,7 +90,7 @@ async def test_activity_without_context_is_read_as_activitystreams(
         ctx.urls.inbox("ga"), activity, key_id=keyed.key_id, private_key=keyed.private_key
     )
     assert answer.status_code == 202
-    assert answer.json() == {"status": "accepted"}
+    assert answer.json() == {"status": "queued"}
     assert await count(ctx, Follower) == 1
 
 

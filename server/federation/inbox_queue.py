@@ -1,0 +1,283 @@
+"""The inbox queue: accept fast, process later.
+
+An inbox request does only the bounded checks a remote server must see at once (size,
+syntax, domain block, Date, Digest, signature, key ↔ actor, rate limits, the activity's id on
+its actor's origin), then ``enqueue`` stores the body as it arrived in ``inbox_queue`` in
+one short transaction and the request answers 202.
+
+Workers ``claim`` due rows as leases (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, BEGIN
+IMMEDIATE on SQLite), at most one per actor at a time and always that actor's oldest, so an
+actor's activities are applied in the order they arrived (a Create before its Update and
+Delete). ``process`` normalises the activity, does the network lookups its handler needs,
+then applies it and deletes its row in one transaction: a worker killed at any point leaves
+either nothing applied and the row (retried when the lease ends), or everything applied and
+no row. The outcome of a bad activity is ``rejected`` with the reason (the remote server
+already had its 202); an activity that keeps failing for other reasons (a peer that does not
+answer, a bug) is retried with backoff and finally ``parked`` with its error, never dropped.
+``retry`` puts parked (or rejected) rows back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.activitypub.actors import store_resolved
+from server.activitypub.jsonld import JsonLdError, as_list, normalise_off_loop
+from server.context import Context
+from server.errors import InterOccError
+from server.federation.inbox import Signed, prefetch, receive
+from server.models import InboxActivity, InboxItem, InboxItemStatus
+
+log = logging.getLogger(__name__)
+
+BATCH = 50
+FIRST_RETRY = timedelta(seconds=5)
+MAX_RETRY = timedelta(hours=1)
+
+
+class Queued(StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+
+
+def _type_of(raw: dict[str, object]) -> str:
+    types = as_list(raw.get("type"))
+    first = types[0] if types and isinstance(types[0], str) else ""
+    return first[:40]
+
+
+async def enqueue(ctx: Context, signed: Signed, *, inbox_handle: str | None) -> Queued:
+    """Store a verified activity for the workers, in one short transaction; a copy of an
+    activity already processed or already waiting is a duplicate and stores nothing."""
+    activity_uri = str(signed.raw["id"])
+    async with ctx.sessions() as session:
+        try:
+            async with session.begin():
+                if await _seen(session, activity_uri):
+                    return Queued.DUPLICATE
+                if signed.fetched_key is not None:
+                    await store_resolved(session, ctx, signed.fetched_key)
+                now = ctx.clock()
+                session.add(
+                    InboxItem(
+                        activity_uri=activity_uri,
+                        actor_uri=signed.actor_uri,
+                        type=_type_of(signed.raw),
+                        inbox_handle=inbox_handle,
+                        document=signed.raw,
+                        status=InboxItemStatus.PENDING,
+                        attempts=0,
+                        received_at=now,
+                        next_attempt_at=now,
+                    )
+                )
+        except IntegrityError:
+            # The same activity arrived twice at once: the other request queued it.
+            if await _seen(session, activity_uri):
+                return Queued.DUPLICATE
+            raise
+    ctx.inbox_wake.set()
+    return Queued.QUEUED
+
+
+async def _seen(session: AsyncSession, activity_uri: str) -> bool:
+    processed = await session.scalar(
+        select(InboxActivity.id).where(InboxActivity.uri == activity_uri)
+    )
+    if processed is not None:
+        return True
+    waiting = await session.scalar(
+        select(InboxItem.id).where(InboxItem.activity_uri == activity_uri)
+    )
+    return waiting is not None
+
+
+async def claim(ctx: Context, *, now: datetime, limit: int = BATCH) -> tuple[str, list[int]]:
+    """Lease up to ``limit`` due rows, each the oldest pending row of its actor."""
+    token = secrets.token_hex(8)
+    heads = (
+        select(func.min(InboxItem.id))
+        .where(InboxItem.status == InboxItemStatus.PENDING)
+        .group_by(InboxItem.actor_uri)
+    )
+    query = (
+        select(InboxItem.id)
+        .where(
+            InboxItem.id.in_(heads),
+            InboxItem.next_attempt_at <= now,
+            or_(InboxItem.claimed_until.is_(None), InboxItem.claimed_until < now),
+        )
+        .order_by(InboxItem.id)
+        .limit(limit)
+    )
+    if ctx.engine.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    async with ctx.sessions() as session, session.begin():
+        ids = list((await session.scalars(query)).all())
+        if ids:
+            await session.execute(
+                update(InboxItem)
+                .where(InboxItem.id.in_(ids))
+                .values(claimed_until=now + ctx.settings.inbox_lease, claim_token=token)
+            )
+    return token, ids
+
+
+@dataclass(frozen=True)
+class _Item:
+    id: int
+    actor_uri: str
+    inbox_handle: str | None
+    document: dict[str, object]
+
+
+class _LeaseLost(Exception):
+    """Another worker took the row over (our lease ran out): our work is rolled back."""
+
+
+def _refusal(exc: BaseException) -> str | None:
+    """The reason when ``exc`` says the activity itself is bad (retrying cannot help)."""
+    if isinstance(exc, JsonLdError):
+        return f"invalid JSON-LD: {exc}"
+    if isinstance(exc, InterOccError) and 400 <= exc.status < 500:
+        return exc.message
+    return None
+
+
+async def process(ctx: Context, item_id: int, *, token: str) -> InboxItemStatus | None:
+    """Apply one claimed activity. Returns None when it was applied (its row is gone), else
+    the row's state afterwards; never raises for the activity's sake."""
+    async with ctx.sessions() as session:
+        row = (
+            await session.scalars(
+                select(InboxItem).where(InboxItem.id == item_id, InboxItem.claim_token == token)
+            )
+        ).first()
+        if row is None:
+            return None
+        item = _Item(row.id, row.actor_uri, row.inbox_handle, dict(row.document))
+    try:
+        activity = await normalise_off_loop(item.document)
+        signed = Signed(item.document, item.actor_uri, item.actor_uri, None, activity)
+        prefetched = await prefetch(ctx, signed)
+        async with ctx.sessions() as session, session.begin():
+            await receive(
+                ctx, session, signed, inbox_handle=item.inbox_handle, prefetched=prefetched
+            )
+            gone = await session.execute(
+                delete(InboxItem).where(InboxItem.id == item.id, InboxItem.claim_token == token)
+            )
+            if gone.rowcount != 1:  # type: ignore[attr-defined]
+                raise _LeaseLost
+    except _LeaseLost:
+        return None
+    except Exception as exc:  # a worker outlives any one activity
+        reason = _refusal(exc)
+        if reason is None:
+            log.warning("inbox activity %s failed: %r", item.id, exc, exc_info=True)
+        return await _failed(ctx, item, token=token, reason=reason, error=repr(exc))
+    ctx.wake.set()  # a handler may have queued deliveries (an Accept, a forward)
+    return None
+
+
+async def _failed(
+    ctx: Context, item: _Item, *, token: str, reason: str | None, error: str
+) -> InboxItemStatus | None:
+    """Record a refusal (final) or a failure (retried with backoff, parked at the limit)."""
+    now = ctx.clock()
+    async with ctx.sessions() as session, session.begin():
+        row = (
+            await session.scalars(
+                select(InboxItem).where(InboxItem.id == item.id, InboxItem.claim_token == token)
+            )
+        ).first()
+        if row is None:
+            return None
+        row.attempts += 1
+        row.claimed_until = None
+        row.claim_token = None
+        if reason is not None:
+            row.status = InboxItemStatus.REJECTED
+            row.last_error = reason[:500]
+        elif row.attempts >= ctx.settings.inbox_max_attempts:
+            row.status = InboxItemStatus.PARKED
+            row.last_error = error[:2000]
+            log.error("inbox activity %s parked after %d tries: %s", row.id, row.attempts, error)
+        else:
+            row.last_error = error[:2000]
+            row.next_attempt_at = now + min(FIRST_RETRY * 4 ** (row.attempts - 1), MAX_RETRY)
+        return row.status
+
+
+async def run_once(ctx: Context, *, now: datetime | None = None, limit: int = BATCH) -> int:
+    """Claim and process one batch; returns how many rows were claimed."""
+    token, ids = await claim(ctx, now=now or ctx.clock(), limit=limit)
+    if not ids:
+        return 0
+    gate = asyncio.Semaphore(ctx.settings.inbox_concurrency)
+
+    async def one(item_id: int) -> None:
+        async with gate:
+            await process(ctx, item_id, token=token)
+
+    await asyncio.gather(*(one(item_id) for item_id in ids))
+    return len(ids)
+
+
+async def drain(ctx: Context) -> int:
+    """Process until nothing is due now (tests and ``interocc inbox process``)."""
+    total = 0
+    while done := await run_once(ctx):
+        total += done
+    return total
+
+
+async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -> None:
+    """Process queued activities until ``stop`` is set; wakes early on ``ctx.inbox_wake``."""
+    while not stop.is_set():
+        try:
+            done = await run_once(ctx)
+        except Exception:  # the database restarted, a bug: the next round tries again
+            log.exception("inbox batch failed")
+            done = 0
+        if done:
+            continue
+        ctx.inbox_wake.clear()
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(ctx.inbox_wake.wait())]
+        await asyncio.wait(waiters, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def counts(session: AsyncSession) -> dict[str, int]:
+    """Rows by state, for the CLI and the admin's overview."""
+    rows = await session.execute(select(InboxItem.status, func.count()).group_by(InboxItem.status))
+    found = {str(status): int(n) for status, n in rows}
+    return {status.value: found.get(status.value, 0) for status in InboxItemStatus}
+
+
+async def retry(
+    session: AsyncSession, *, now: datetime, statuses: tuple[InboxItemStatus, ...]
+) -> int:
+    """Put parked (or rejected) rows back in the queue, due now; returns how many."""
+    result = await session.execute(
+        update(InboxItem)
+        .where(InboxItem.status.in_(statuses))
+        .values(
+            status=InboxItemStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            claimed_until=None,
+            claim_token=None,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
