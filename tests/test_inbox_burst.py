@@ -114,9 +114,7 @@ async def test_burst_with_a_worker_killed_midway(
 
         web = _spawn("serve", "--port", str(port), env=env, log=tmp_path / "web.log")
         processes.append(web)
-        workers = [
-            _spawn("worker", env=env, log=tmp_path / f"worker{i}.log") for i in range(2)
-        ]
+        workers = [_spawn("worker", env=env, log=tmp_path / f"worker{i}.log") for i in range(2)]
         processes.extend(workers)
         deadline = time.monotonic() + 30
         async with httpx.AsyncClient(timeout=30.0, trust_env=False) as http:
