@@ -239,3 +239,31 @@ async def test_a_lost_lease_applies_nothing_twice(
     assert await inbox_queue.process(ctx, item_id, token=taker) is None
     assert await count(ctx, Reply) == 1
     assert await _items(ctx) == []
+
+
+async def test_rejected_activities_are_pruned_after_a_week_parked_ones_kept(
+    ctx: Context, queueing: ServerThread, peer: Peer
+) -> None:
+    mallory = peer.add_actor("mallory")
+    for n in range(2):
+        follow = {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            "id": f"{mallory.id}#follows/{n}",
+            "type": "Follow",
+            "actor": mallory.id,
+            "object": ctx.urls.actor("nobody"),
+        }
+        assert (await peer.post_activity(mallory, ctx.urls.shared_inbox(), follow)).status_code
+    await inbox_queue.drain(ctx)
+    items = await _items(ctx)
+    assert [i.status for i in items] == [InboxItemStatus.REJECTED] * 2
+    async with ctx.sessions() as session, session.begin():
+        await session.execute(
+            update(InboxItem)
+            .where(InboxItem.id == items[1].id)
+            .values(status=InboxItemStatus.PARKED)
+        )
+    now = ctx.clock()
+    assert await inbox_queue.prune(ctx, now=now + timedelta(days=6)) == 0
+    assert await inbox_queue.prune(ctx, now=now + timedelta(days=8)) == 1
+    assert [i.status for i in await _items(ctx)] == [InboxItemStatus.PARKED]

@@ -30,10 +30,11 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.activitypub import delivery
 from server.activitypub.actors import store_resolved
 from server.activitypub.jsonld import JsonLdError, as_list, normalise_off_loop
 from server.context import Context
-from server.errors import InterOccError
+from server.errors import Forbidden, InterOccError
 from server.federation.inbox import Signed, prefetch, receive
 from server.models import InboxActivity, InboxItem, InboxItemStatus
 
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 BATCH = 50
 FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(hours=1)
+# Rejected activities are kept this long, for `interocc inbox status` and a resend's
+# "duplicate", then deleted: a hostile sender cannot grow the table without bound. Parked
+# ones stay until an operator retries them (they may be ours to fix).
+KEEP_REJECTED = timedelta(days=7)
+PRUNE_EVERY = 600.0  # seconds between prunes in run_forever
 
 
 class Queued(StrEnum):
@@ -166,6 +172,10 @@ async def process(ctx: Context, item_id: int, *, token: str) -> InboxItemStatus 
             return None
         item = _Item(row.id, row.actor_uri, row.inbox_handle, dict(row.document))
     try:
+        async with ctx.sessions() as session:
+            # Blocked since it was queued: a block applies to what still waits, too.
+            if await delivery.blocking_domain(session, item.actor_uri) is not None:
+                raise Forbidden("this instance does not accept activities from your domain")
         activity = await normalise_off_loop(item.document)
         signed = Signed(item.document, item.actor_uri, item.actor_uri, None, activity)
         prefetched = await prefetch(ctx, signed)
@@ -241,10 +251,27 @@ async def drain(ctx: Context) -> int:
     return total
 
 
+async def prune(ctx: Context, *, now: datetime) -> int:
+    """Delete rejected activities older than KEEP_REJECTED; returns how many."""
+    async with ctx.sessions() as session, session.begin():
+        result = await session.execute(
+            delete(InboxItem).where(
+                InboxItem.status == InboxItemStatus.REJECTED,
+                InboxItem.received_at < now - KEEP_REJECTED,
+            )
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -> None:
     """Process queued activities until ``stop`` is set; wakes early on ``ctx.inbox_wake``."""
+    loop = asyncio.get_running_loop()
+    pruned_at = -PRUNE_EVERY
     while not stop.is_set():
         try:
+            if loop.time() - pruned_at >= PRUNE_EVERY:
+                pruned_at = loop.time()
+                await prune(ctx, now=ctx.clock())
             done = await run_once(ctx)
         except Exception:  # the database restarted, a bug: the next round tries again
             log.exception("inbox batch failed")
