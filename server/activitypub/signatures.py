@@ -163,6 +163,21 @@ def generate_private_key_pem() -> tuple[str, str]:
 # Small helpers
 
 
+class FieldLines(dict[str, str]):
+    """Request headers read once: each field name lower-cased, its lines trimmed and joined
+    with ", " (what ``_header`` returns). Verification asks for a dozen headers; reading a
+    starlette ``Headers`` that often costs more than the RSA check."""
+
+    @classmethod
+    def of(cls, headers: Headers) -> FieldLines:
+        if isinstance(headers, FieldLines):
+            return headers
+        lines: dict[str, list[str]] = {}
+        for key, value in headers.items():
+            lines.setdefault(key.lower(), []).append(value.strip(" \t"))
+        return cls((key, ", ".join(values)) for key, values in lines.items())
+
+
 def _header(headers: Headers, name: str) -> str | None:
     """All field lines of ``name`` (case-insensitively), each trimmed, joined with ", ".
 
@@ -171,6 +186,8 @@ def _header(headers: Headers, name: str) -> str | None:
     and a plain dict may use any capitalisation.
     """
     wanted = name.lower()
+    if isinstance(headers, FieldLines):
+        return headers.get(wanted)
     values = [value.strip(" \t") for key, value in headers.items() if key.lower() == wanted]
     if not values:
         return None
@@ -868,6 +885,50 @@ def _prepare(
     return check_cavage
 
 
+def prepare_request(
+    method: str,
+    target: str,
+    headers: Headers,
+    body: bytes,
+    *,
+    now: datetime,
+    window: timedelta,
+    require_body_digest: bool = True,
+    authority: str | None = None,
+    expected_host: str | None = None,
+) -> Rejected | Callable[[PublicKey], Verified | Rejected]:
+    """``precheck_request`` and ``verify_request`` in one: every check that needs no key
+    (Rejected if one fails), then a function that checks the signature with a key, as many
+    keys as the caller has to try; never raises."""
+    try:
+        check = _prepare(
+            method,
+            target,
+            FieldLines.of(headers),
+            body,
+            now,
+            window,
+            require_body_digest,
+            authority,
+            expected_host,
+        )
+    except _Fail as fail:
+        return Rejected(fail.reason)
+    except Exception:
+        return Rejected("malformed signature")
+
+    def verify(public_key: PublicKey) -> Verified | Rejected:
+        try:
+            return check(public_key)
+        except _Fail as fail:
+            return Rejected(fail.reason)
+        except Exception:
+            # Fail closed on anything unforeseen in hostile input.
+            return Rejected("malformed signature")
+
+    return verify
+
+
 def precheck_request(
     method: str,
     target: str,
@@ -886,23 +947,18 @@ def precheck_request(
     its body, whose signature does not cover what it must or was made for another host costs
     no key lookup and no request to the signer's server.
     """
-    try:
-        _prepare(
-            method,
-            target,
-            headers,
-            body,
-            now,
-            window,
-            require_body_digest,
-            authority,
-            expected_host,
-        )
-    except _Fail as fail:
-        return Rejected(fail.reason)
-    except Exception:
-        return Rejected("malformed signature")
-    return None
+    prepared = prepare_request(
+        method,
+        target,
+        headers,
+        body,
+        now=now,
+        window=window,
+        require_body_digest=require_body_digest,
+        authority=authority,
+        expected_host=expected_host,
+    )
+    return prepared if isinstance(prepared, Rejected) else None
 
 
 def verify_request(
@@ -926,24 +982,18 @@ def verify_request(
     The caller must still check that the returned ``key_id`` belongs to the actor the
     activity claims to come from.
     """
-    try:
-        check = _prepare(
-            method,
-            target,
-            headers,
-            body,
-            now,
-            window,
-            require_body_digest,
-            authority,
-            expected_host,
-        )
-        return check(public_key)
-    except _Fail as fail:
-        return Rejected(fail.reason)
-    except Exception:
-        # Fail closed on anything unforeseen in hostile input.
-        return Rejected("malformed signature")
+    prepared = prepare_request(
+        method,
+        target,
+        headers,
+        body,
+        now=now,
+        window=window,
+        require_body_digest=require_body_digest,
+        authority=authority,
+        expected_host=expected_host,
+    )
+    return prepared if isinstance(prepared, Rejected) else prepared(public_key)
 
 
 # --------------------------------------------------------------------------------------------

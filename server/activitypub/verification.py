@@ -9,21 +9,38 @@ the signature. Nothing is written here: a fetched key is returned for the caller
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from server.activitypub.actors import ResolvedKey, host_of, resolve_key
-from server.activitypub.signatures import (
-    Rejected,
-    load_public_key,
-    precheck_request,
-    verify_request,
-)
+from server.activitypub.signatures import Rejected, load_public_key, prepare_request
 from server.context import Context
 from server.errors import RemoteError, TooManyRequests, Unauthorized
 from server.models import RemoteKey
+
+
+@dataclass(frozen=True)
+class KeptKey:
+    owner_uri: str
+    pem: str
+
+
+StoredKey = Callable[[Context, str], Awaitable[KeptKey | None]]
+
+
+async def stored_key_of(ctx: Context, key_id: str) -> KeptKey | None:
+    """The key we keep under ``key_id``, if any."""
+    async with ctx.sessions() as session:
+        row = (
+            await session.execute(
+                select(RemoteKey.owner_uri, RemoteKey.public_key_pem).where(
+                    RemoteKey.key_id == key_id
+                )
+            )
+        ).first()
+    return KeptKey(row[0], row[1]) if row is not None else None
 
 
 class KeyUnavailable(Unauthorized):
@@ -47,37 +64,29 @@ async def verify_signer(
     headers: Mapping[str, str],
     body: bytes,
     key_id: str,
+    stored_key: StoredKey | None = None,
 ) -> Signer:
-    """Raises Unauthorized (KeyUnavailable when the key cannot be had) or TooManyRequests."""
+    """Raises Unauthorized (KeyUnavailable when the key cannot be had) or TooManyRequests.
+
+    ``stored_key`` looks up a key we keep (the inbox passes one that remembers); by default
+    the ``remote_keys`` table is read."""
     now, window, host = ctx.clock(), ctx.settings.signature_window, ctx.urls.host
-    early = precheck_request(
+    # The checks that need no key, once; then the signature with each key we try.
+    prepared = prepare_request(
         method, target, headers, body, now=now, window=window, authority=host, expected_host=host
     )
-    if early is not None:
-        raise Unauthorized(f"signature not verified: {early.reason}")
+    if isinstance(prepared, Rejected):
+        raise Unauthorized(f"signature not verified: {prepared.reason}")
 
     def check(pem: str) -> Rejected | None:
         public_key = load_public_key(pem)
         if public_key is None:
             return Rejected("the signing key cannot be parsed")
-        result = verify_request(
-            method,
-            target,
-            headers,
-            body,
-            public_key=public_key,
-            now=now,
-            window=window,
-            authority=host,
-            expected_host=host,
-        )
+        result = prepared(public_key)
         return result if isinstance(result, Rejected) else None
 
-    async with ctx.sessions() as session:
-        cached = (
-            await session.scalars(select(RemoteKey).where(RemoteKey.key_id == key_id))
-        ).first()
-    failure = check(cached.public_key_pem) if cached is not None else None
+    cached = await (stored_key or stored_key_of)(ctx, key_id)
+    failure = check(cached.pem) if cached is not None else None
     if cached is not None and failure is None:
         return Signer(key_id, cached.owner_uri, None)
     # Not cached, or the key may have been rotated since we cached it: fetch it (once).
