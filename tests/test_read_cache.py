@@ -28,10 +28,11 @@ from server.app import create_app
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context, create_context
 from server.federation import cache as read_cache
-from server.federation.cache import ReadCache, etag_matches, written_tables
+from server.federation.cache import Memo, ReadCache, etag_matches, written_tables
 from server.models import (
     Assembly,
     Communique,
+    DomainBlock,
     Follower,
     FollowerStatus,
     Following,
@@ -701,3 +702,78 @@ def test_the_setting(raw: str | None, expected: int) -> None:
 def test_a_bad_setting_names_itself(raw: str) -> None:
     with pytest.raises(ConfigError, match="INTEROCC_READ_CACHE_SECONDS"):
         load_settings({"INTEROCC_SECRET_KEY": SECRET, "INTEROCC_READ_CACHE_SECONDS": raw})
+
+
+# ---- Memo: values kept like answers (the inbox's domain blocks and keys) ---------------------
+
+
+async def _blocks(ctx: Context, loads: list[int]) -> frozenset[str]:
+    loads.append(1)
+    async with ctx.sessions() as session:
+        return frozenset((await session.scalars(select(DomainBlock.domain))).all())
+
+
+async def _block(ctx: Context, domain: str) -> None:
+    async with ctx.sessions() as session, session.begin():
+        session.add(DomainBlock(domain=domain, created_at=ctx.clock()))
+
+
+async def test_a_memo_keeps_a_value_until_a_table_it_read_is_written(ctx: Context) -> None:
+    memo: Memo[frozenset[str]] = Memo(ttl=60)
+    loads: list[int] = []
+    assert await memo.get("blocks", lambda: _blocks(ctx, loads)) == frozenset()
+    assert await memo.get("blocks", lambda: _blocks(ctx, loads)) == frozenset()
+    assert len(loads) == 1
+    # A write elsewhere keeps it; a write to the table it read drops it at once.
+    async with ctx.sessions() as session, session.begin():
+        session.add(LoginFailure(key="k" * 64, attempted_at=ctx.clock()))
+    assert await memo.get("blocks", lambda: _blocks(ctx, loads)) == frozenset()
+    assert len(loads) == 1
+    await _block(ctx, "hostile.example")
+    assert await memo.get("blocks", lambda: _blocks(ctx, loads)) == {"hostile.example"}
+    assert len(loads) == 2
+
+
+async def test_a_memo_forgets_after_its_lifetime_and_keeps_nothing_with_none(
+    ctx: Context,
+) -> None:
+    clock = Clock()
+    memo: Memo[frozenset[str]] = Memo(ttl=5, clock=clock)
+    loads: list[int] = []
+    await memo.get("blocks", lambda: _blocks(ctx, loads))
+    clock.now += 4.9
+    await memo.get("blocks", lambda: _blocks(ctx, loads))
+    assert len(loads) == 1
+    clock.now += 0.2
+    await memo.get("blocks", lambda: _blocks(ctx, loads))
+    assert len(loads) == 2
+    off: Memo[frozenset[str]] = Memo(ttl=0)
+    for _ in range(3):
+        await off.get("blocks", lambda: _blocks(ctx, loads))
+    assert len(loads) == 5
+
+
+async def test_a_memo_does_not_keep_a_value_whose_table_changed_while_it_loaded(
+    ctx: Context,
+) -> None:
+    memo: Memo[frozenset[str]] = Memo(ttl=60)
+    loads: list[int] = []
+
+    async def racing() -> frozenset[str]:
+        value = await _blocks(ctx, loads)
+        await _block(ctx, "late.example")  # committed after the read, before the keep
+        return value
+
+    assert await memo.get("blocks", racing) == frozenset()
+    assert await memo.get("blocks", lambda: _blocks(ctx, loads)) == {"late.example"}
+
+
+async def test_a_memo_is_bounded(ctx: Context) -> None:
+    memo: Memo[int] = Memo(ttl=60, max_entries=3)
+
+    async def value(n: int) -> int:
+        return n
+
+    for n in range(10):
+        await memo.get(n, lambda n=n: value(n))
+    assert list(memo._entries) == [7, 8, 9]

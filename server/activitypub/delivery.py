@@ -12,6 +12,7 @@ because the inbox, the worker and server.moderation all need them.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import random
 from collections.abc import Collection, Iterable
@@ -42,6 +43,7 @@ DOMAIN_BLOCKED = "domain blocked"
 # -- domain blocks ------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked for on every inbox POST
 def ascii_host(host: str) -> str:
     """A host name as blocks are stored: lower-case, no trailing dot, IDNA (punycode)."""
     host = host.strip().lower().rstrip(".")

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -55,7 +55,7 @@ from starlette.responses import Response
 
 from server.models import Base
 
-__all__ = ["Answer", "ReadCache", "cache_of", "etag_matches", "invalidate", "respond"]
+__all__ = ["Answer", "Memo", "ReadCache", "cache_of", "etag_matches", "invalidate", "respond"]
 
 MAX_ENTRIES = 4096
 MAX_ENTRY_BYTES = 256 * 1024
@@ -153,7 +153,7 @@ def written_tables(statement: str) -> set[str] | None:
 # Everything below is guarded by _LOCK: a process serves from one event loop, but tests run
 # the app in a thread beside the loop that writes.
 _LOCK = threading.RLock()
-_caches: weakref.WeakSet[ReadCache] = weakref.WeakSet()
+_caches: weakref.WeakSet[ReadCache | Memo[Any]] = weakref.WeakSet()
 _tick = 0
 _dropped_at: dict[str, int] = {}  # table → tick of its last invalidation (ALL included)
 _reads: ContextVar[set[str] | None] = ContextVar("interocc_read_cache_reads", default=None)
@@ -449,6 +449,83 @@ class ReadCache:
         for key in doomed:
             self._remove(key)
         self.stats.dropped += len(doomed)
+
+    def clear(self) -> None:
+        with _LOCK:
+            self._drop({ALL})
+
+
+V = TypeVar("V")
+
+
+@dataclass(eq=False)  # compared and hashed by identity (a member of a WeakSet)
+class Memo(Generic[V]):
+    """Values loaded from the database, kept like the read cache keeps answers: dropped when
+    a table their loading read is written in this process, and after ``ttl`` seconds at most
+    (what another process wrote). The inbox keeps the domain blocks and the signers' keys in
+    one, so that a verified POST reads nothing from the database before it is queued."""
+
+    ttl: float
+    max_entries: int = MAX_ENTRIES
+    clock: Callable[[], float] = time.monotonic
+    _entries: OrderedDict[Hashable, tuple[V, frozenset[str], float]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _by_table: dict[str, set[Hashable]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        with _LOCK:
+            _caches.add(self)
+
+    async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
+        if self.ttl > 0:
+            with _LOCK:
+                found = self._entries.get(key)
+                if found is not None and found[2] > self.clock():
+                    self._entries.move_to_end(key)
+                    return found[0]
+        start = _tick
+        reads: set[str] = set()
+        token = _reads.set(reads)
+        try:
+            value = await load()
+        finally:
+            _reads.reset(token)
+        if self.ttl > 0:
+            self._put(key, value, frozenset(reads), start)
+        return value
+
+    def _put(self, key: Hashable, value: V, reads: frozenset[str], start: int) -> None:
+        with _LOCK:
+            if _dropped_at.get(ALL, 0) > start or any(_dropped_at.get(t, 0) > start for t in reads):
+                return  # a table it read changed while it was loaded
+            self._remove(key)
+            self._entries[key] = (value, reads, self.clock() + self.ttl)
+            for table in reads:
+                self._by_table.setdefault(table, set()).add(key)
+            while len(self._entries) > self.max_entries:
+                self._remove(next(iter(self._entries)))
+
+    def _remove(self, key: Hashable) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for table in entry[1]:
+            keys = self._by_table.get(table)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_table[table]
+
+    def _drop(self, tables: set[str] | frozenset[str]) -> None:
+        """Called by :func:`invalidate` under the lock."""
+        if ALL in tables:
+            self._entries.clear()
+            self._by_table.clear()
+            return
+        for table in tables:
+            for key in list(self._by_table.get(table, ())):
+                self._remove(key)
 
     def clear(self) -> None:
         with _LOCK:

@@ -37,7 +37,12 @@ from server.activitypub.signatures import (
     Rejected,
     parse_signature,
 )
-from server.activitypub.verification import KeyUnavailable, verify_signer
+from server.activitypub.verification import (
+    KeptKey,
+    KeyUnavailable,
+    stored_key_of,
+    verify_signer,
+)
 from server.content import MAX_LINK
 from server.context import Context
 from server.errors import (
@@ -47,8 +52,9 @@ from server.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from server.federation.cache import Memo
 from server.federation.handlers import HANDLERS, Incoming, check_undo, checked_note
-from server.models import InboxActivity
+from server.models import DomainBlock, InboxActivity
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +104,12 @@ async def authenticate(
     headers: Mapping[str, str],
     body: bytes,
     inbox_handle: str | None,
+    memo: Memo[Any] | None = None,
 ) -> Signed:
     """Parse the body and verify its signature, fetching the key if need be.
+
+    ``memo`` (the web app's) keeps the domain blocks and the keys we store between requests,
+    so that a POST whose key we know reads nothing from the database here.
 
     Cheap checks first, so that a request that fails them costs nothing more: document
     bounds, signature syntax, domain blocks, then Date, Digest and the signed Host (no key
@@ -124,13 +134,26 @@ async def authenticate(
     if isinstance(info, Rejected):
         raise Unauthorized(info.reason)
     # Refused before any key is fetched: a blocked domain gets no request from us at all.
-    async with ctx.sessions() as session:
-        for uri in (actor_uri, info.key_id):
-            if await delivery.blocking_domain(session, uri) is not None:
-                raise Forbidden("this instance does not accept activities from your domain")
+    if await _blocked(ctx, memo, actor_uri, info.key_id):
+        raise Forbidden("this instance does not accept activities from your domain")
+    stored_key = None
+    if memo is not None:
+
+        async def stored_key(ctx: Context, key_id: str) -> KeptKey | None:
+            kept: KeptKey | None = await memo.get(
+                ("key", key_id), lambda: stored_key_of(ctx, key_id)
+            )
+            return kept
+
     try:
         signer = await verify_signer(
-            ctx, method=method, target=target, headers=headers, body=body, key_id=info.key_id
+            ctx,
+            method=method,
+            target=target,
+            headers=headers,
+            body=body,
+            key_id=info.key_id,
+            stored_key=stored_key,
         )
     except KeyUnavailable:
         # An actor deleting itself is gone (410) by the time we could fetch its key; if we
@@ -139,6 +162,25 @@ async def authenticate(
             return Signed(raw, actor_uri, None, None)
         raise
     return await _admitted(ctx, Signed(raw, actor_uri, signer.owner_uri, signer.fetched))
+
+
+async def _blocked(ctx: Context, memo: Memo[Any] | None, *uris: str) -> bool:
+    """True if a blocked domain covers the host of any of ``uris``."""
+    if memo is None:
+        async with ctx.sessions() as session:
+            for uri in uris:
+                if await delivery.blocking_domain(session, uri) is not None:
+                    return True
+        return False
+
+    async def load() -> frozenset[str]:
+        async with ctx.sessions() as session:
+            return frozenset((await session.scalars(select(DomainBlock.domain))).all())
+
+    blocked: frozenset[str] = await memo.get(("domain blocks",), load)
+    return any(
+        not blocked.isdisjoint(delivery.covering_domains(delivery.host_of_uri(uri))) for uri in uris
+    )
 
 
 async def _admitted(ctx: Context, signed: Signed) -> Signed:

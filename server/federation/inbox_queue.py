@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +36,7 @@ from server.activitypub import delivery
 from server.activitypub.actors import store_resolved
 from server.activitypub.jsonld import JsonLdError, as_list, normalise_off_loop
 from server.context import Context
+from server.db import create_sqlite_writer, is_sqlite
 from server.errors import Forbidden, InterOccError
 from server.federation.inbox import Signed, prefetch, receive
 from server.models import InboxActivity, InboxItem, InboxItemStatus
@@ -41,6 +44,7 @@ from server.models import InboxActivity, InboxItem, InboxItemStatus
 log = logging.getLogger(__name__)
 
 BATCH = 50
+WRITERS = 4  # batches written at once by a web process on PostgreSQL
 FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(hours=1)
 # Rejected activities are kept this long, for `interocc inbox status` and a resend's
@@ -72,20 +76,7 @@ async def enqueue(ctx: Context, signed: Signed, *, inbox_handle: str | None) -> 
                     return Queued.DUPLICATE
                 if signed.fetched_key is not None:
                     await store_resolved(session, ctx, signed.fetched_key)
-                now = ctx.clock()
-                session.add(
-                    InboxItem(
-                        activity_uri=activity_uri,
-                        actor_uri=signed.actor_uri,
-                        type=_type_of(signed.raw),
-                        inbox_handle=inbox_handle,
-                        document=signed.raw,
-                        status=InboxItemStatus.PENDING,
-                        attempts=0,
-                        received_at=now,
-                        next_attempt_at=now,
-                    )
-                )
+                session.add(InboxItem(**_values(ctx, signed, inbox_handle)))
         except IntegrityError:
             # The same activity arrived twice at once: the other request queued it.
             if await _seen(session, activity_uri):
@@ -93,6 +84,154 @@ async def enqueue(ctx: Context, signed: Signed, *, inbox_handle: str | None) -> 
             raise
     ctx.inbox_wake.set()
     return Queued.QUEUED
+
+
+def _values(ctx: Context, signed: Signed, inbox_handle: str | None) -> dict[str, object]:
+    """The columns of the queue row of ``signed``."""
+    now = ctx.clock()
+    return {
+        "activity_uri": str(signed.raw["id"]),
+        "actor_uri": signed.actor_uri,
+        "type": _type_of(signed.raw),
+        "inbox_handle": inbox_handle,
+        "document": signed.raw,
+        "status": InboxItemStatus.PENDING,
+        "attempts": 0,
+        "received_at": now,
+        "next_attempt_at": now,
+    }
+
+
+Waiting = list[tuple[Signed, str | None, "asyncio.Future[Queued]"]]
+
+
+class Enqueuer:
+    """``enqueue`` for a web process under load: one transaction for the activities that
+    arrive while the previous one commits (group commit).
+
+    Each request still gets its answer only once its row is committed, so a 202 always means
+    stored. The first request finds the writer idle and starts it; the writer takes every
+    request waiting when it runs, and those that come while it commits next, at most BATCH
+    at a time. If a batch fails
+    as a whole (a row another process queued in between, a bad value), each of its
+    activities is written on its own with ``enqueue``, which tells every request its own
+    outcome.
+
+    On a SQLite file the batch is written by the sqlite3 driver on a thread of the
+    Enqueuer's own, in one call (aiosqlite would hand each statement, fetch and commit to its
+    thread and back, a dozen trips through a busy event loop per batch); elsewhere, and for
+    a batch that also stores a newly fetched key, through the app's async sessions."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._waiting: Waiting = []
+        self._writers: set[asyncio.Task[None]] = set()
+        self._sqlite = create_sqlite_writer(ctx.settings.database_url)
+        self._thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="inbox-writer") if self._sqlite else None
+        )
+        # SQLite takes one writer at a time; PostgreSQL commits several batches at once, so
+        # that the round trips of one hide behind the others.
+        self._max_writers = 1 if is_sqlite(ctx.settings.database_url) else WRITERS
+
+    async def enqueue(self, signed: Signed, *, inbox_handle: str | None) -> Queued:
+        future: asyncio.Future[Queued] = asyncio.get_running_loop().create_future()
+        self._waiting.append((signed, inbox_handle, future))
+        if len(self._writers) < self._max_writers:
+            # Not the request's own task: a client that goes away cannot cancel the write.
+            writer = asyncio.create_task(self._write())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        return await asyncio.shield(future)
+
+    async def aclose(self) -> None:
+        """Let the writers finish what they hold, then close the SQLite writer's engine."""
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+
+    async def _write(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+            try:
+                outcomes: list[Queued | BaseException] = list(await self._store(batch))
+            except Exception:
+                log.warning("inbox: a batch of %d failed; writing each alone", len(batch))
+                outcomes = []
+                for signed, inbox_handle, _ in batch:
+                    try:
+                        outcomes.append(await enqueue(self.ctx, signed, inbox_handle=inbox_handle))
+                    except Exception as exc:
+                        outcomes.append(exc)
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def _store(self, batch: Waiting) -> list[Queued]:
+        ctx = self.ctx
+        uris = [str(signed.raw["id"]) for signed, _, _ in batch]
+        values = [_values(ctx, signed, handle) for signed, handle, _ in batch]
+        if self._thread is not None and all(s.fetched_key is None for s, _, _ in batch):
+            loop = asyncio.get_running_loop()
+            outcomes = await loop.run_in_executor(self._thread, self._store_sqlite, uris, values)
+        else:
+            outcomes = await self._store_async(batch, uris, values)
+        if Queued.QUEUED in outcomes:
+            ctx.inbox_wake.set()
+        return outcomes
+
+    def _store_sqlite(self, uris: list[str], values: list[dict[str, object]]) -> list[Queued]:
+        assert self._sqlite is not None
+        with self._sqlite.begin() as conn:
+            outcomes, rows = _new_rows(set(conn.scalars(_known(uris)).all()), uris, values)
+            if rows:
+                conn.execute(insert(InboxItem), rows)  # one executemany
+        return outcomes
+
+    async def _store_async(
+        self, batch: Waiting, uris: list[str], values: list[dict[str, object]]
+    ) -> list[Queued]:
+        ctx = self.ctx
+        async with ctx.sessions() as session, session.begin():
+            seen = set((await session.scalars(_known(uris))).all())
+            outcomes, rows = _new_rows(seen, uris, values)
+            for (signed, _, _), outcome in zip(batch, outcomes, strict=True):
+                if outcome is Queued.QUEUED and signed.fetched_key is not None:
+                    await store_resolved(session, ctx, signed.fetched_key)
+            if rows:
+                await session.execute(insert(InboxItem), rows)  # one executemany
+        return outcomes
+
+
+def _known(uris: list[str]) -> Any:
+    """The ids among ``uris`` already applied or already queued: one query for both."""
+    return union_all(
+        select(InboxActivity.uri).where(InboxActivity.uri.in_(uris)),
+        select(InboxItem.activity_uri).where(InboxItem.activity_uri.in_(uris)),
+    )
+
+
+def _new_rows(
+    seen: set[str], uris: list[str], values: list[dict[str, object]]
+) -> tuple[list[Queued], list[dict[str, object]]]:
+    """Each activity's outcome, and the rows to insert: one per id not seen before (a
+    second copy in the same batch is a duplicate too)."""
+    outcomes: list[Queued] = []
+    rows: list[dict[str, object]] = []
+    for uri, row in zip(uris, values, strict=True):
+        if uri in seen:
+            outcomes.append(Queued.DUPLICATE)
+        else:
+            seen.add(uri)
+            rows.append(row)
+            outcomes.append(Queued.QUEUED)
+    return outcomes, rows
 
 
 async def _seen(session: AsyncSession, activity_uri: str) -> bool:

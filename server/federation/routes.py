@@ -194,11 +194,16 @@ async def post_inbox(request: Request) -> Response:
         headers=request.headers,
         body=body,
         inbox_handle=handle,
+        memo=getattr(request.app.state, "inbox_memo", None),
     )
     if signed.owner_uri is None:
         # A Delete of an actor we never knew: nothing to remove, nothing to queue.
         return JSONResponse({"status": "ignored"}, status_code=202)
-    queued = await inbox_queue.enqueue(ctx, signed, inbox_handle=handle)
+    enqueuer = getattr(request.app.state, "inbox_enqueuer", None)
+    if enqueuer is not None:
+        queued = await enqueuer.enqueue(signed, inbox_handle=handle)
+    else:
+        queued = await inbox_queue.enqueue(ctx, signed, inbox_handle=handle)
     return JSONResponse({"status": queued.value}, status_code=202)
 
 

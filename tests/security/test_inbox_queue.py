@@ -188,3 +188,22 @@ async def test_a_block_reaches_what_still_waits(
     [item] = await _items(ctx)
     assert item.status == InboxItemStatus.REJECTED
     assert item.last_error == "this instance does not accept activities from your domain"
+
+
+async def test_a_new_block_refuses_the_next_request_at_once(
+    ctx: Context, queueing: ServerThread, peer: Peer
+) -> None:
+    """The inbox keeps the block list and the signers' keys between requests (its memo); a
+    block written in this process drops what it kept, so the very next POST is refused."""
+    await approved_assembly(ctx, "ga")
+    published = await post(ctx, "ga", "Reply, please.")
+    mallory = peer.add_actor("mallory")
+    first = reply_create(mallory, published.url, 1, "<p>first</p>")
+    answer = await peer.post_activity(mallory, ctx.urls.shared_inbox(), first)
+    assert answer.status_code == 202, answer.text
+    async with ctx.sessions() as session, session.begin():
+        session.add(DomainBlock(domain="127.0.0.1", reason="hostile", created_at=ctx.clock()))
+    second = reply_create(mallory, published.url, 2, "<p>second</p>")
+    answer = await peer.post_activity(mallory, ctx.urls.shared_inbox(), second)
+    assert answer.status_code == 403, answer.text
+    assert [item.activity_uri for item in await _items(ctx)] == [first["id"]]
