@@ -148,14 +148,17 @@ async def main(n: int) -> None:
     print(f"ratio (normalise/expand): {full / bare:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'inbound.sqlite3'}"
-        inbound.report("SQLite", await inbound.measure(url, n_inbox=n * 2, n_get=n * 5))
+        figures = await inbound.measure(url, n_inbox=n * 10, n_get=n * 50)
+        inbound.report("SQLite", figures)
     pg = await inbound.postgres_database()
     if pg is None:
         print("inbound, PostgreSQL: not answering at 127.0.0.1:5432, not measured")
         return
     url, drop = pg
     try:
-        inbound.report("PostgreSQL", await inbound.measure(url, n_inbox=n * 2, n_get=n * 5))
+        # Two web processes: what README recommends for a 2-core machine.
+        figures = await inbound.measure(url, n_inbox=n * 10, n_get=n * 50, workers=2)
+        inbound.report("PostgreSQL", figures)
     finally:
         await drop()
 

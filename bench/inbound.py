@@ -1,8 +1,10 @@
 """Inbound federation: signed inbox POSTs and actor GETs, each against a bare baseline.
 
-Both sides run under the same uvicorn (uvloop, httptools) on loopback and get the same
-requests over 16 keep-alive connections; every request is signed before the clock starts and
-the signers' keys are already cached.
+Both sides run under uvicorn (uvloop, httptools) in processes of their own, with the same
+number of web processes (``interocc serve --workers N`` against ``uvicorn --workers N``), and
+get the same requests over 16 keep-alive connections from a load generator in another process
+(bench/load.py); every request is signed before the clock starts and the signers' keys are
+already cached.
 
 - inbox: signed ``Create{Note}`` replies to a communiqué, from 50 actors, to the shared inbox,
   against a bare Starlette app that verifies the same draft-cavage signatures (Digest included)
@@ -14,40 +16,35 @@ the signers' keys are already cached.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
+from bench import bare, load
 from server import assemblies, communiques, migrate
-from server.activitypub.signatures import (
-    generate_private_key_pem,
-    load_private_key,
-    load_public_key,
-    sign_request,
-    verify_request,
-)
-from server.app import create_app
+from server.activitypub.signatures import generate_private_key_pem, load_private_key, sign_request
 from server.config import Settings
 from server.context import create_context
 from server.db import create_engine
 from server.federation import inbox_queue
 from server.models import RemoteActor, RemoteKey
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import free_port
 
 CONNECTIONS = 16
 ACTORS = 50
-SERVER_OPTIONS = {"loop": "uvloop", "http": "httptools"}
+INTEROCC = str(Path(sys.executable).parent / "interocc")
 PG_ADMIN = os.environ.get(
     "INTEROCC_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
@@ -56,62 +53,74 @@ AS = "https://www.w3.org/ns/activitystreams"
 Requests = list[tuple[str, dict[str, str], bytes]]
 
 
-async def _drive(method: str, requests: Requests) -> float:
-    """Seconds to send every request over CONNECTIONS keep-alive connections."""
-    limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-    gate = asyncio.Semaphore(CONNECTIONS)
-    async with httpx.AsyncClient(trust_env=False, limits=limits, timeout=60.0) as http:
-
-        async def one(url: str, headers: dict[str, str], body: bytes) -> None:
-            async with gate:
-                answer = await http.request(method, url, headers=headers, content=body)
-                if answer.status_code >= 300:
-                    raise RuntimeError(f"{method} {url}: {answer.status_code} {answer.text}")
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one(*r) for r in requests))
-        return time.perf_counter() - start
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTEROCC_")}
+    return env | {
+        "INTEROCC_DATABASE_URL": settings.database_url,
+        "INTEROCC_BASE_URL": settings.base_url,
+        "INTEROCC_SECRET_KEY": settings.secret_key,
+        "INTEROCC_ALLOW_PRIVATE_ADDRESSES": "true",
+        "INTEROCC_INBOX_PER_ACTOR_PER_MINUTE": "10000000",
+        "INTEROCC_INBOX_PER_HOST_PER_MINUTE": "10000000",
+    }
 
 
-def _bare_inbox(public_pem: str, settings: Settings) -> Starlette:
-    public_key = load_public_key(public_pem)
-    assert public_key is not None
-
-    async def inbox(request: Request) -> Response:
-        body = await request.body()
-        result = verify_request(
-            "POST",
-            request.url.path,
-            request.headers,
-            body,
-            public_key=public_key,
-            now=datetime.now(UTC),
-            window=settings.signature_window,
-        )
-        if not hasattr(result, "scheme"):
-            return JSONResponse({"error": "bad signature"}, status_code=401)
-        json.loads(body)
-        return JSONResponse({"status": "accepted"}, status_code=202)
-
-    return Starlette(routes=[Route("/inbox", inbox, methods=["POST"])])
-
-
-def _bare_get(document: dict[str, Any]) -> Starlette:
-    async def actor(request: Request) -> Response:
-        return JSONResponse(document, media_type="application/activity+json")
-
-    return Starlette(routes=[Route("/actors/{handle}", actor)])
-
-
-async def _timed(app: Starlette, port: int, run: Callable[[], Awaitable[float]]) -> float:
-    server = ServerThread(app, port=port, options=SERVER_OPTIONS).start()
+@contextlib.asynccontextmanager
+async def _serving(argv: list[str], env: dict[str, str], ready: str) -> AsyncIterator[None]:
+    """A server in processes of its own (uvicorn: uvloop, httptools), until the block ends."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
-        return await run()
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(trust_env=False) as http:
+            while True:
+                try:
+                    if (await http.get(ready)).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.returncode is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"bench: {argv[:4]} did not start")
+                await asyncio.sleep(0.2)
+        yield
     finally:
-        server.stop()
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 20)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
 
 
-async def measure(database_url: str, n_inbox: int, n_get: int) -> dict[str, float]:
+def _ours(settings: Settings, workers: int) -> list[str]:
+    port = str(urlsplit(settings.base_url).port)
+    return [INTEROCC, "serve", "--port", port, "--workers", str(workers)]
+
+
+def _bare(factory: str, settings: Settings, workers: int) -> list[str]:
+    port = str(urlsplit(settings.base_url).port)
+    argv = [sys.executable, "-m", "uvicorn", "--factory", f"bench.bare:{factory}"]
+    return argv + ["--port", port, "--workers", str(workers), "--log-level", "warning"]
+
+
+async def _rate(
+    argv: list[str], env: dict[str, str], ready: str, url: str, requests: list[bytes]
+) -> float:
+    async with _serving(argv, env, ready):
+        seconds, seen = await load.drive(url, requests, CONNECTIONS)
+    if set(seen) - {200, 202}:
+        raise SystemExit(f"bench: {argv[:4]} answered {seen}")
+    return len(requests) / seconds
+
+
+async def measure(
+    database_url: str, n_inbox: int, n_get: int, *, workers: int = 1
+) -> dict[str, float]:
     """Requests per second: bare and ours, for the inbox and for actor GETs."""
     engine = create_engine(database_url)
     await migrate.upgrade(engine)
@@ -192,7 +201,11 @@ async def measure(database_url: str, n_inbox: int, n_get: int) -> dict[str, floa
         (f"{base}/actors/bench", {"Accept": "application/activity+json"}, b"")
     ] * n_get
 
-    ours_inbox = await _timed(create_app(settings), port, lambda: _drive("POST", posts))
+    raw_posts = [load.raw_request("POST", *post) for post in posts]
+    raw_gets = [load.raw_request("GET", *get) for get in gets]
+    env = _env(settings)
+    ready = f"{base}/.well-known/nodeinfo"
+    ours_inbox = await _rate(_ours(settings, workers), env, ready, base, raw_posts)
     # What the inbox queued, applied by a worker (in this process, nothing else running).
     ctx = await create_context(settings)
     try:
@@ -205,23 +218,24 @@ async def measure(database_url: str, n_inbox: int, n_get: int) -> dict[str, floa
         await ctx.aclose()
     if processed != n_inbox or any(left.values()):
         raise SystemExit(f"bench: {processed} of {n_inbox} processed, left {left}")
-    ours_get = await _timed(create_app(settings), port, lambda: _drive("GET", gets))
-    async with httpx.AsyncClient(trust_env=False) as http:
-        server = ServerThread(create_app(settings), port=port).start()
-        try:
-            document = (await http.get(gets[0][0], headers=gets[0][1])).json()
-        finally:
-            server.stop()
-    bare_inbox = await _timed(
-        _bare_inbox(public_pem, settings), port, lambda: _drive("POST", posts)
+    ours_get = await _rate(_ours(settings, workers), env, ready, base, raw_gets)
+    async with _serving(_ours(settings, 1), env, ready), httpx.AsyncClient(trust_env=False) as http:
+        document = (await http.get(gets[0][0], headers=gets[0][1])).json()
+    bare_env = env | {"BENCH_PUBLIC_PEM": public_pem, "BENCH_DOCUMENT": json.dumps(document)}
+    bare_ready = f"{base}{bare.READY}"
+    bare_inbox = await _rate(
+        _bare("inbox_app", settings, workers), bare_env, bare_ready, base, raw_posts
     )
-    bare_get = await _timed(_bare_get(document), port, lambda: _drive("GET", gets))
+    bare_get = await _rate(
+        _bare("get_app", settings, workers), bare_env, bare_ready, base, raw_gets
+    )
     return {
-        "inbox_bare": n_inbox / bare_inbox,
-        "inbox_ours": n_inbox / ours_inbox,
+        "workers": workers,
+        "inbox_bare": bare_inbox,
+        "inbox_ours": ours_inbox,
         "processing_ours": n_inbox / ours_processing,
-        "get_bare": n_get / bare_get,
-        "get_ours": n_get / ours_get,
+        "get_bare": bare_get,
+        "get_ours": ours_get,
     }
 
 
@@ -246,7 +260,8 @@ async def postgres_database() -> tuple[str, Callable[[], Awaitable[None]]] | Non
 
 
 def report(engine: str, figures: dict[str, float]) -> None:
-    print(f"inbound, {engine}, {CONNECTIONS} connections, keys cached:")
+    workers = int(figures["workers"])
+    print(f"inbound, {engine}, {workers} web process(es), {CONNECTIONS} connections, keys cached:")
     for what, label in (
         ("inbox", "signed Create{Note} to the shared inbox"),
         ("get", "GET actor as AS2"),
