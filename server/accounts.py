@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -21,8 +22,14 @@ from server.models import LoginFailure, User, UserStatus, WebSession
 
 # argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
 _hasher = PasswordHasher()
-# A real hash to verify against when the e-mail is unknown, so timing does not tell.
-_DUMMY_HASH = _hasher.hash("interocc-no-such-account")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A real hash to verify against when the e-mail is unknown, so timing does not tell.
+    Made on first use, not at import: every ``interocc`` command would pay for it."""
+    return _hasher.hash("interocc-no-such-account")
+
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
 MIN_PASSWORD = 10
@@ -184,7 +191,7 @@ async def authenticate(
         return LoginResult(None, LIMITED, limited=True)
     user = await find_by_email(session, email) if email else None
     checked = await asyncio.to_thread(
-        _verify, user.password_hash if user else _DUMMY_HASH, password
+        _verify, user.password_hash if user else _dummy_hash(), password
     )
     ok = checked and user is not None
     if not ok or user is None:

@@ -156,9 +156,9 @@ async def cmd_inbox_retry(settings: Settings, args: argparse.Namespace) -> None:
     from server.federation import inbox_queue
     from server.models import InboxItemStatus
 
-    statuses = (InboxItemStatus.PARKED, InboxItemStatus.REJECTED)
-    if not args.rejected:
-        statuses = statuses[:1]
+    statuses: tuple[InboxItemStatus, ...] = (InboxItemStatus.PARKED,)
+    if args.rejected:
+        statuses += (InboxItemStatus.REJECTED,)
 
     async def run(ctx: Context, session: AsyncSession) -> None:
         n = await inbox_queue.retry(session, now=ctx.clock(), statuses=statuses)
