@@ -36,7 +36,7 @@ from server.activitypub import delivery
 from server.activitypub.actors import store_resolved
 from server.activitypub.jsonld import JsonLdError, as_list, normalise_off_loop
 from server.context import Context
-from server.db import create_sqlite_writer, is_sqlite
+from server.db import create_sqlite_writer
 from server.errors import Forbidden, InterOccError
 from server.federation.inbox import Signed, prefetch, receive
 from server.models import InboxActivity, InboxItem, InboxItemStatus
@@ -44,7 +44,6 @@ from server.models import InboxActivity, InboxItem, InboxItemStatus
 log = logging.getLogger(__name__)
 
 BATCH = 50
-WRITERS = 4  # batches written at once by a web process on PostgreSQL
 FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(hours=1)
 # Rejected activities are kept this long, for `interocc inbox status` and a resend's
@@ -125,28 +124,26 @@ class Enqueuer:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._waiting: Waiting = []
-        self._writers: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
         self._sqlite = create_sqlite_writer(ctx.settings.database_url)
         self._thread = (
             ThreadPoolExecutor(1, thread_name_prefix="inbox-writer") if self._sqlite else None
         )
-        # SQLite takes one writer at a time; PostgreSQL commits several batches at once, so
-        # that the round trips of one hide behind the others.
-        self._max_writers = 1 if is_sqlite(ctx.settings.database_url) else WRITERS
 
     async def enqueue(self, signed: Signed, *, inbox_handle: str | None) -> Queued:
         future: asyncio.Future[Queued] = asyncio.get_running_loop().create_future()
         self._waiting.append((signed, inbox_handle, future))
-        if len(self._writers) < self._max_writers:
-            # Not the request's own task: a client that goes away cannot cancel the write.
-            writer = asyncio.create_task(self._write())
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
+        if self._writer is None or self._writer.done():
+            # One writer per process, not the request's own task: a client that goes away
+            # cannot cancel the write. (Several writers on PostgreSQL measured slower on two
+            # cores: smaller batches, more work per activity.)
+            self._writer = asyncio.create_task(self._write())
         return await asyncio.shield(future)
 
     async def aclose(self) -> None:
-        """Let the writers finish what they hold, then close the SQLite writer's engine."""
-        await asyncio.gather(*self._writers, return_exceptions=True)
+        """Let the writer finish what it holds, then close the SQLite writer's engine."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
         if self._thread is not None:
             self._thread.shutdown(wait=True)
         if self._sqlite is not None:
