@@ -5,9 +5,9 @@ With INTEROCC_AUTHORIZED_FETCH on, the routes serve actor-scoped ActivityStreams
 signature holds and whose domain is not blocked: Mastodon's "secure mode". The steps are
 the inbox's, in its order and through the same functions: signature syntax
 (``parse_signature``) → domain block of the key (before any request to it) → every check
-that needs no key (``precheck_request``: Date window, signed Host, covered headers) → the
+that needs no key (``prepare_request``: Date window, signed Host, covered headers) → the
 cached key, else one guarded fetch (``resolve_key``, refused for a while after it failed and
-bounded per host, as ``ctx.guards`` bounds the inbox's) → ``verify_request`` → domain block
+bounded per host, as ``ctx.guards`` bounds the inbox's) → the signature → domain block
 of the key's owner → the fetched key stored. A request that fails changes nothing.
 """
 

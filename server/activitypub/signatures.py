@@ -53,7 +53,6 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "parse_signature",
-    "precheck_request",
     "sign_request",
     "sign_request_rfc9421",
     "verify_request",
@@ -897,9 +896,12 @@ def prepare_request(
     authority: str | None = None,
     expected_host: str | None = None,
 ) -> Rejected | Callable[[PublicKey], Verified | Rejected]:
-    """``precheck_request`` and ``verify_request`` in one: every check that needs no key
-    (Rejected if one fails), then a function that checks the signature with a key, as many
-    keys as the caller has to try; never raises."""
+    """Every check that needs no key first (Rejected if one fails), then a function that
+    checks the signature with a key, as many keys as the caller has to try; never raises.
+
+    So a request whose Date is out of the window, whose digest does not match its body,
+    whose signature does not cover what it must or was made for another host costs no key
+    lookup and no request to the signer's server."""
     try:
         check = _prepare(
             method,
@@ -927,38 +929,6 @@ def prepare_request(
             return Rejected("malformed signature")
 
     return verify
-
-
-def precheck_request(
-    method: str,
-    target: str,
-    headers: Headers,
-    body: bytes,
-    *,
-    now: datetime,
-    window: timedelta,
-    require_body_digest: bool = True,
-    authority: str | None = None,
-    expected_host: str | None = None,
-) -> Rejected | None:
-    """Every check of ``verify_request`` that needs no key; never raises.
-
-    Run first, so that a request whose Date is out of the window, whose digest does not match
-    its body, whose signature does not cover what it must or was made for another host costs
-    no key lookup and no request to the signer's server.
-    """
-    prepared = prepare_request(
-        method,
-        target,
-        headers,
-        body,
-        now=now,
-        window=window,
-        require_body_digest=require_body_digest,
-        authority=authority,
-        expected_host=expected_host,
-    )
-    return prepared if isinstance(prepared, Rejected) else None
 
 
 def verify_request(

@@ -1,7 +1,7 @@
 """Who signed a request: the one verification path for inbox POSTs and signed GETs.
 
 Cheap checks first, then at most one key lookup: every check that needs no key
-(``precheck_request``: Date window, Digest, signed Host, covered headers), then the cached
+(``prepare_request``: Date window, Digest, signed Host, covered headers), then the cached
 key, then one guarded fetch (``resolve_key``, which binds the key to its owner's own actor
 document; refused for a while after it failed, and bounded per host by ``ctx.guards``), then
 the signature. Nothing is written here: a fetched key is returned for the caller to store.
