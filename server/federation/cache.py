@@ -153,7 +153,7 @@ def written_tables(statement: str) -> set[str] | None:
 # Everything below is guarded by _LOCK: a process serves from one event loop, but tests run
 # the app in a thread beside the loop that writes.
 _LOCK = threading.RLock()
-_caches: weakref.WeakSet[ReadCache | Memo[Any]] = weakref.WeakSet()
+_caches: weakref.WeakSet[_Keeper[Any]] = weakref.WeakSet()
 _tick = 0
 _dropped_at: dict[str, int] = {}  # table → tick of its last invalidation (ALL included)
 _reads: ContextVar[set[str] | None] = ContextVar("interocc_read_cache_reads", default=None)
@@ -322,11 +322,16 @@ def respond(request: Request, answer: Answer | Response) -> Response:
 # --- The cache -------------------------------------------------------------------------------
 
 
+V = TypeVar("V")
+T = TypeVar("T")
+
+
 @dataclass
-class _Entry:
-    answer: Answer
+class _Entry(Generic[V]):
+    value: V
     reads: frozenset[str]
     expires: float
+    size: int
 
 
 @dataclass
@@ -340,19 +345,19 @@ class Stats:
 
 
 @dataclass(eq=False)  # compared and hashed by identity (a member of a WeakSet)
-class ReadCache:
-    """Rendered federation answers by key: least recently used first out, at most
-    ``max_entries`` entries and ``max_total_bytes`` bytes, none over ``max_entry_bytes``;
-    each lives ``ttl`` seconds at most (0: nothing is kept)."""
+class _Keeper(Generic[V]):
+    """Values by key, each with the tables its loading read: least recently used first out,
+    at most ``max_entries`` entries and ``max_total_bytes`` bytes (as ``_size`` counts them),
+    each kept ``ttl`` seconds at most (0: nothing is kept), and dropped by :func:`invalidate`
+    when a table it read is written."""
 
     ttl: float
     max_entries: int = MAX_ENTRIES
-    max_entry_bytes: int = MAX_ENTRY_BYTES
     max_total_bytes: int = MAX_TOTAL_BYTES
     clock: Callable[[], float] = time.monotonic
     stats: Stats = field(default_factory=Stats)
-    _entries: OrderedDict[Key, _Entry] = field(default_factory=OrderedDict, repr=False)
-    _by_table: dict[str, set[Key]] = field(default_factory=dict, repr=False)
+    _entries: OrderedDict[Hashable, _Entry[V]] = field(default_factory=OrderedDict, repr=False)
+    _by_table: dict[str, set[Hashable]] = field(default_factory=dict, repr=False)
     _bytes: int = 0
 
     def __post_init__(self) -> None:
@@ -365,10 +370,13 @@ class ReadCache:
 
     @property
     def size(self) -> int:
-        """How many answers are kept."""
+        """How many values are kept."""
         return len(self._entries)
 
-    def get(self, key: Key) -> Answer | None:
+    def _size(self, value: V) -> int:
+        return 0
+
+    def _lookup(self, key: Hashable) -> _Entry[V] | None:
         if not self.enabled:
             return None
         with _LOCK:
@@ -381,42 +389,29 @@ class ReadCache:
                 return None
             self._entries.move_to_end(key)
             self.stats.hits += 1
-            return entry.answer
+            return entry
 
-    async def answer(
-        self, key: Key | None, render: Callable[[], Awaitable[Response]]
-    ) -> Answer | Response:
-        """The kept answer for ``key``, else ``render()``'s, kept if it may be. ``render``
-        must do only what the answer depends on (the database reads); every check on the
-        requester must have been made before. A ``None`` key renders without keeping (the
-        answer still gets its ETag)."""
-        if key is not None:
-            found = self.get(key)
-            if found is not None:
-                return found
+    @staticmethod
+    async def _loaded(load: Callable[[], Awaitable[T]]) -> tuple[T, frozenset[str], int]:
+        """``load()``'s value, the tables it read, and the tick it started at."""
         start = _tick
         reads: set[str] = set()
         token = _reads.set(reads)
         try:
-            response = await render()
+            value = await load()
         finally:
             _reads.reset(token)
-        answer = Answer.of(response)
-        if answer is None:
-            return response
-        if key is not None:
-            self._put(key, answer, frozenset(reads), start)
-        return answer
+        return value, frozenset(reads), start
 
-    def _put(self, key: Key, answer: Answer, reads: frozenset[str], start: int) -> None:
-        size = len(answer.body)
-        if not self.enabled or size > self.max_entry_bytes:
+    def _put(self, key: Hashable, value: V, reads: frozenset[str], start: int) -> None:
+        if not self.enabled:
             return
+        size = self._size(value)
         with _LOCK:
             if _dropped_at.get(ALL, 0) > start or any(_dropped_at.get(t, 0) > start for t in reads):
-                return  # a table it read changed while it was rendered
+                return  # a table it read changed while it was loaded
             self._remove(key)
-            self._entries[key] = _Entry(answer, reads, self.clock() + self.ttl)
+            self._entries[key] = _Entry(value, reads, self.clock() + self.ttl, size)
             self._bytes += size
             for table in reads:
                 self._by_table.setdefault(table, set()).add(key)
@@ -426,11 +421,11 @@ class ReadCache:
             ):
                 self._remove(next(iter(self._entries)))
 
-    def _remove(self, key: Key) -> None:
+    def _remove(self, key: Hashable) -> None:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        self._bytes -= len(entry.answer.body)
+        self._bytes -= entry.size
         for table in entry.reads:
             keys = self._by_table.get(table)
             if keys is not None:
@@ -441,7 +436,7 @@ class ReadCache:
     def _drop(self, tables: set[str] | frozenset[str]) -> None:
         """Called by :func:`invalidate` under the lock."""
         if ALL in tables:
-            doomed: set[Key] = set(self._entries)
+            doomed: set[Hashable] = set(self._entries)
         else:
             doomed = set()
             for table in tables:
@@ -455,81 +450,55 @@ class ReadCache:
             self._drop({ALL})
 
 
-V = TypeVar("V")
+@dataclass(eq=False)
+class ReadCache(_Keeper[Answer]):
+    """Rendered federation answers by key: least recently used first out, at most
+    ``max_entries`` entries and ``max_total_bytes`` bytes, none over ``max_entry_bytes``;
+    each lives ``ttl`` seconds at most (0: nothing is kept)."""
+
+    max_entry_bytes: int = MAX_ENTRY_BYTES
+
+    def _size(self, value: Answer) -> int:
+        return len(value.body)
+
+    def get(self, key: Key) -> Answer | None:
+        entry = self._lookup(key)
+        return entry.value if entry is not None else None
+
+    async def answer(
+        self, key: Key | None, render: Callable[[], Awaitable[Response]]
+    ) -> Answer | Response:
+        """The kept answer for ``key``, else ``render()``'s, kept if it may be. ``render``
+        must do only what the answer depends on (the database reads); every check on the
+        requester must have been made before. A ``None`` key renders without keeping (the
+        answer still gets its ETag)."""
+        if key is not None:
+            found = self.get(key)
+            if found is not None:
+                return found
+        response, reads, start = await self._loaded(render)
+        answer = Answer.of(response)
+        if answer is None:
+            return response
+        if key is not None and len(answer.body) <= self.max_entry_bytes:
+            self._put(key, answer, reads, start)
+        return answer
 
 
-@dataclass(eq=False)  # compared and hashed by identity (a member of a WeakSet)
-class Memo(Generic[V]):
+@dataclass(eq=False)
+class Memo(_Keeper[V]):
     """Values loaded from the database, kept like the read cache keeps answers: dropped when
     a table their loading read is written in this process, and after ``ttl`` seconds at most
     (what another process wrote). The inbox keeps the domain blocks and the signers' keys in
     one, so that a verified POST reads nothing from the database before it is queued."""
 
-    ttl: float
-    max_entries: int = MAX_ENTRIES
-    clock: Callable[[], float] = time.monotonic
-    _entries: OrderedDict[Hashable, tuple[V, frozenset[str], float]] = field(
-        default_factory=OrderedDict, repr=False
-    )
-    _by_table: dict[str, set[Hashable]] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        with _LOCK:
-            _caches.add(self)
-
     async def get(self, key: Hashable, load: Callable[[], Awaitable[V]]) -> V:
-        if self.ttl > 0:
-            with _LOCK:
-                found = self._entries.get(key)
-                if found is not None and found[2] > self.clock():
-                    self._entries.move_to_end(key)
-                    return found[0]
-        start = _tick
-        reads: set[str] = set()
-        token = _reads.set(reads)
-        try:
-            value = await load()
-        finally:
-            _reads.reset(token)
-        if self.ttl > 0:
-            self._put(key, value, frozenset(reads), start)
+        entry = self._lookup(key)
+        if entry is not None:
+            return entry.value
+        value, reads, start = await self._loaded(load)
+        self._put(key, value, reads, start)
         return value
-
-    def _put(self, key: Hashable, value: V, reads: frozenset[str], start: int) -> None:
-        with _LOCK:
-            if _dropped_at.get(ALL, 0) > start or any(_dropped_at.get(t, 0) > start for t in reads):
-                return  # a table it read changed while it was loaded
-            self._remove(key)
-            self._entries[key] = (value, reads, self.clock() + self.ttl)
-            for table in reads:
-                self._by_table.setdefault(table, set()).add(key)
-            while len(self._entries) > self.max_entries:
-                self._remove(next(iter(self._entries)))
-
-    def _remove(self, key: Hashable) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            return
-        for table in entry[1]:
-            keys = self._by_table.get(table)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_table[table]
-
-    def _drop(self, tables: set[str] | frozenset[str]) -> None:
-        """Called by :func:`invalidate` under the lock."""
-        if ALL in tables:
-            self._entries.clear()
-            self._by_table.clear()
-            return
-        for table in tables:
-            for key in list(self._by_table.get(table, ())):
-                self._remove(key)
-
-    def clear(self) -> None:
-        with _LOCK:
-            self._drop({ALL})
 
 
 @contextlib.contextmanager
