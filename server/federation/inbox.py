@@ -54,7 +54,7 @@ from server.errors import (
 )
 from server.federation.cache import Memo
 from server.federation.handlers import HANDLERS, Incoming, check_undo, checked_note
-from server.models import DomainBlock, InboxActivity
+from server.models import InboxActivity
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ async def authenticate(
     headers: Mapping[str, str],
     body: bytes,
     inbox_handle: str | None,
-    memo: Memo[Any] | None = None,
+    memo: Memo[Any],
 ) -> Signed:
     """Parse the body and verify its signature, fetching the key if need be.
 
@@ -136,14 +136,10 @@ async def authenticate(
     # Refused before any key is fetched: a blocked domain gets no request from us at all.
     if await _blocked(ctx, memo, actor_uri, info.key_id):
         raise Forbidden("this instance does not accept activities from your domain")
-    stored_key = None
-    if memo is not None:
 
-        async def stored_key(ctx: Context, key_id: str) -> KeptKey | None:
-            kept: KeptKey | None = await memo.get(
-                ("key", key_id), lambda: stored_key_of(ctx, key_id)
-            )
-            return kept
+    async def stored_key(ctx: Context, key_id: str) -> KeptKey | None:
+        kept: KeptKey | None = await memo.get(("key", key_id), lambda: stored_key_of(ctx, key_id))
+        return kept
 
     try:
         signer = await verify_signer(
@@ -164,23 +160,15 @@ async def authenticate(
     return await _admitted(ctx, Signed(raw, actor_uri, signer.owner_uri, signer.fetched))
 
 
-async def _blocked(ctx: Context, memo: Memo[Any] | None, *uris: str) -> bool:
+async def _blocked(ctx: Context, memo: Memo[Any], *uris: str) -> bool:
     """True if a blocked domain covers the host of any of ``uris``."""
-    if memo is None:
-        async with ctx.sessions() as session:
-            for uri in uris:
-                if await delivery.blocking_domain(session, uri) is not None:
-                    return True
-        return False
 
     async def load() -> frozenset[str]:
         async with ctx.sessions() as session:
-            return frozenset((await session.scalars(select(DomainBlock.domain))).all())
+            return await delivery.blocked_domains(session)
 
     blocked: frozenset[str] = await memo.get(("domain blocks",), load)
-    return any(
-        not blocked.isdisjoint(delivery.covering_domains(delivery.host_of_uri(uri))) for uri in uris
-    )
+    return any(delivery.is_blocked_host(delivery.host_of_uri(uri), blocked) for uri in uris)
 
 
 async def _admitted(ctx: Context, signed: Signed) -> Signed:

@@ -36,7 +36,7 @@ from server.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from server.federation import inbox, inbox_queue
+from server.federation import inbox
 from server.federation.cache import cache_of, respond
 from server.models import (
     Activity,
@@ -194,16 +194,12 @@ async def post_inbox(request: Request) -> Response:
         headers=request.headers,
         body=body,
         inbox_handle=handle,
-        memo=getattr(request.app.state, "inbox_memo", None),
+        memo=request.app.state.inbox_memo,
     )
     if signed.owner_uri is None:
         # A Delete of an actor we never knew: nothing to remove, nothing to queue.
         return JSONResponse({"status": "ignored"}, status_code=202)
-    enqueuer = getattr(request.app.state, "inbox_enqueuer", None)
-    if enqueuer is not None:
-        queued = await enqueuer.enqueue(signed, inbox_handle=handle)
-    else:
-        queued = await inbox_queue.enqueue(ctx, signed, inbox_handle=handle)
+    queued = await request.app.state.inbox_enqueuer.enqueue(signed, inbox_handle=handle)
     return JSONResponse({"status": queued.value}, status_code=202)
 
 
