@@ -307,11 +307,11 @@ async def process(ctx: Context, item_id: int, *, token: str) -> InboxItemStatus 
         if row is None:
             return None
         item = _Item(row.id, row.actor_uri, row.inbox_handle, dict(row.document))
+        # Blocked since it was queued: a block applies to what still waits, too.
+        blocked = await delivery.blocking_domain(session, item.actor_uri) is not None
     try:
-        async with ctx.sessions() as session:
-            # Blocked since it was queued: a block applies to what still waits, too.
-            if await delivery.blocking_domain(session, item.actor_uri) is not None:
-                raise Forbidden("this instance does not accept activities from your domain")
+        if blocked:
+            raise Forbidden("this instance does not accept activities from your domain")
         activity = await normalise_off_loop(item.document)
         signed = Signed(item.document, item.actor_uri, item.actor_uri, None, activity)
         prefetched = await prefetch(ctx, signed)
