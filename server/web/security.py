@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from http.cookies import SimpleCookie
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.config import Settings
@@ -32,6 +31,11 @@ class SecurityMiddleware:
         self.app = app
         self.settings = settings
         self.csrf_name = cookie_name(settings, "csrf")
+        # What every response gets, unless the app set the header itself.
+        wanted = dict(HEADERS)
+        if settings.https:
+            wanted["strict-transport-security"] = "max-age=31536000"
+        self.headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in wanted.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,19 +57,19 @@ class SecurityMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in HEADERS.items():
-                    if name not in headers:
-                        headers[name] = value
-                if self.settings.https and "strict-transport-security" not in headers:
-                    headers["strict-transport-security"] = "max-age=31536000"
+                # The raw header list, extended in place: one pass over it, where
+                # MutableHeaders would scan it again for every header set.
+                raw = list(message.get("headers", ()))
+                message["headers"] = raw
+                present = {name.lower(): value for name, value in raw}
+                raw.extend(h for h in self.headers if h[0] not in present)
                 # Only pages carry forms: API and federation answers stay cookie-free.
-                if fresh and headers.get("content-type", "").startswith("text/html"):
+                if fresh and present.get(b"content-type", b"").startswith(b"text/html"):
                     cookie = f"{self.csrf_name}={token}; Path=/; HttpOnly; SameSite=Lax"
                     cookie += f"; Max-Age={CSRF_MAX_AGE}"
                     if self.settings.https:
                         cookie += "; Secure"
-                    headers.append("set-cookie", cookie)
+                    raw.append((b"set-cookie", cookie.encode("latin-1")))
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
