@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.activitypub.signatures import load_public_key, verify_request
+from server.activitypub.signatures import Rejected, load_public_key, verify_request
 from server.config import Settings
 
 READY = "/ready"
@@ -43,7 +43,7 @@ def inbox_app() -> Starlette:
             now=datetime.now(UTC),
             window=window,
         )
-        if not hasattr(result, "scheme"):
+        if isinstance(result, Rejected):
             return JSONResponse({"error": "bad signature"}, status_code=401)
         json.loads(body)
         return JSONResponse({"status": "accepted"}, status_code=202)

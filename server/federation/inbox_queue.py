@@ -111,10 +111,9 @@ class Enqueuer:
     Each request still gets its answer only once its row is committed, so a 202 always means
     stored. The first request finds the writer idle and starts it; the writer takes every
     request waiting when it runs, and those that come while it commits next, at most BATCH
-    at a time. If a batch fails
-    as a whole (a row another process queued in between, a bad value), each of its
-    activities is written on its own with ``enqueue``, which tells every request its own
-    outcome.
+    at a time. If a batch fails as a whole (a row another process queued in between, a bad
+    value), each of its activities is written on its own with ``enqueue``, which tells every
+    request its own outcome.
 
     On a SQLite file the batch is written by the sqlite3 driver on a thread of the
     Enqueuer's own, in one call (aiosqlite would hand each statement, fetch and commit to its
