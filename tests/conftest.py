@@ -17,10 +17,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server import migrate
+from server import accounts, migrate
 from server.app import create_app
 from server.config import Settings
 from server.context import Context, create_context, instance_key
@@ -98,6 +99,23 @@ class _PostgresPool:
             future.result()
             self.give_back(name)
         self.executor.shutdown(wait=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """Passwords hashed and checked in the test process with argon2's cheapest parameters.
+
+    At production cost (RFC 9106 low-memory: 64 MiB, 3 passes) each hash or check takes about
+    0.15 s here, and the web tests sign up and log in hundreds of times. What is tested is
+    the same: a hash records its parameters, so hashes of either cost verify either way. The
+    processes the tests start (``interocc`` commands, servers) hash at production cost, and
+    tests/test_cli.py checks what they store."""
+    production = accounts._hasher
+    accounts._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    accounts._dummy_hash.cache_clear()
+    yield
+    accounts._hasher = production
+    accounts._dummy_hash.cache_clear()
 
 
 @pytest.fixture(scope="session")

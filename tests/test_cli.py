@@ -351,7 +351,11 @@ def test_admin_accounts_from_the_command_line(database_url: str) -> None:
     assert run.stdout == "created the administrator root@example.org\n"
     rows = query(database_url, select(User.email, User.is_admin, User.status))
     assert [tuple(r) for r in rows] == [("root@example.org", True, UserStatus.ACTIVE)]
-    assert PasswordHasher().verify(password_hash(database_url, "root@example.org"), PASSWORD_TYPED)
+    stored = password_hash(database_url, "root@example.org")
+    assert PasswordHasher().verify(stored, PASSWORD_TYPED)
+    # Hashed at production cost: argon2id, RFC 9106's low-memory profile. (The test process
+    # itself hashes cheaply, see tests/conftest.py; a real command never does.)
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$"), stored
 
     # --password-stdin says so explicitly (and works at a terminal too).
     run = with_input(
