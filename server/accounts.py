@@ -29,8 +29,15 @@ _hasher = PasswordHasher.from_parameters(PASSWORD_PROFILE)
 @functools.cache
 def _dummy_hash() -> str:
     """A real hash to verify against when the e-mail is unknown, so timing does not tell.
-    Made on first use, not at import: every ``interocc`` command would pay for it."""
+    Made by ``prepare_logins`` when the web app starts, not at import: every ``interocc``
+    command would pay for it."""
     return _hasher.hash("interocc-no-such-account")
+
+
+def prepare_logins() -> None:
+    """Make the dummy hash now, so that the first login of an unknown e-mail costs one check
+    like every other one (made on demand it would cost a hash more, and tell)."""
+    _dummy_hash()
 
 
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from server import worker
+from server import accounts, worker
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings, load_settings
 from server.context import Context, create_context
@@ -95,6 +95,7 @@ def create_app(
         context = ctx if ctx is not None else await create_context(settings)
         app.state.ctx = context
         app.state.templates = create_templates()
+        await asyncio.to_thread(accounts.prepare_logins)
         # Queued activities that arrive together are written together (group commit).
         app.state.inbox_enqueuer = enqueuer = Enqueuer(context)
         stop = asyncio.Event()

@@ -19,6 +19,8 @@ import pytest
 from sqlalchemy import select
 
 from server import accounts
+from server.app import create_app
+from server.config import Settings
 from server.context import Context
 from server.models import LoginFailure, WebSession
 from tests.conftest import SECRET
@@ -232,3 +234,12 @@ async def test_failures_are_deleted_once_outside_the_window(ctx: Context) -> Non
 )
 def test_client_network(client: str, counted_as: str) -> None:
     assert accounts.client_network(client) == counted_as
+
+
+async def test_the_unknown_account_hash_is_made_before_the_first_login(settings: Settings) -> None:
+    """Made on the first login of an unknown e-mail, it would make that login slower than a
+    wrong password for a real account: the web app makes it when it starts."""
+    accounts._dummy_hash.cache_clear()
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        assert accounts._dummy_hash.cache_info().currsize == 1
