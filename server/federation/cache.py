@@ -27,10 +27,12 @@ And an answer whose rendering overlapped an invalidation of a table it read is n
 (per-table versions), so a slow render never stores what it read before a change.
 
 The listeners are registered once for the whole process on SQLAlchemy's ``Engine`` and
-``Pool`` classes, so no engine (the web app's, the in-process worker's, the CLI's) can write
-past them. Other processes cannot be heard: entries live ``INTEROCC_READ_CACHE_SECONDS``
-(default 5), which bounds how stale another web process or ``interocc worker`` can make an
-answer here; 0 turns the cache off (ETags and 304s stay).
+``Pool`` classes, so no engine (the web app's, the in-process worker's, the CLI's, the
+inbox's SQLite writer) can write past them. :class:`Memo` keeps loaded values (the inbox's
+domain blocks and signing keys) by the same rules. Other processes cannot be heard:
+entries live ``INTEROCC_READ_CACHE_SECONDS`` (default 5), which bounds how stale another
+web process or ``interocc worker`` can make an answer here; 0 turns the cache off (ETags and
+304s stay).
 """
 
 from __future__ import annotations
