@@ -35,8 +35,24 @@ class Settings:
     fetch_timeout: float = 10.0
     fetch_max_bytes: int = 2_000_000
     delivery_timeout: float = 20.0
-    delivery_concurrency: int = 8
+    # Delivery (server/worker.py, server/activitypub/hosts.py): the connect phase's own
+    # short timeout; the slots a worker keeps busy; the requests one host may have in
+    # flight across every worker; after how long an unanswered request moves aside (freeing
+    # its slot) and how many may wait aside at once.
+    delivery_connect_timeout: float = 5.0
+    delivery_concurrency: int = 32
     delivery_max_attempts: int = 16
+    delivery_per_host: int = 2
+    delivery_slow_seconds: float = 1.0
+    delivery_slow_max: int = 128
+    # Host health: consecutive failures before a host's deliveries are held; the probe
+    # backoff (doubling from the first to the most); failing this long, a host is
+    # unavailable; held deliveries released per minute once it answers again.
+    host_failure_threshold: int = 5
+    host_probe_first: timedelta = timedelta(minutes=1)
+    host_probe_most: timedelta = timedelta(hours=6)
+    host_unavailable_after: timedelta = timedelta(days=7)
+    host_release_per_minute: int = 120
     instance_name: str = "InterOcc"
     log_level: str = "INFO"
     media_dir: Path = Path(DEFAULT_MEDIA_DIR)
@@ -184,11 +200,71 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             minimum=0.1,
             maximum=300,
         ),
+        delivery_connect_timeout=_float(
+            "INTEROCC_DELIVERY_CONNECT_TIMEOUT",
+            get("INTEROCC_DELIVERY_CONNECT_TIMEOUT", "5"),
+            minimum=0.1,
+            maximum=120,
+        ),
         delivery_concurrency=_int(
             "INTEROCC_DELIVERY_CONCURRENCY",
-            get("INTEROCC_DELIVERY_CONCURRENCY", "8"),
+            get("INTEROCC_DELIVERY_CONCURRENCY", "32"),
             minimum=1,
-            maximum=256,
+            maximum=512,
+        ),
+        delivery_per_host=_int(
+            "INTEROCC_DELIVERY_PER_HOST",
+            get("INTEROCC_DELIVERY_PER_HOST", "2"),
+            minimum=1,
+            maximum=64,
+        ),
+        delivery_slow_seconds=_float(
+            "INTEROCC_DELIVERY_SLOW_SECONDS",
+            get("INTEROCC_DELIVERY_SLOW_SECONDS", "1"),
+            minimum=0.05,
+            maximum=300,
+        ),
+        delivery_slow_max=_int(
+            "INTEROCC_DELIVERY_SLOW_MAX",
+            get("INTEROCC_DELIVERY_SLOW_MAX", "128"),
+            minimum=0,
+            maximum=4_096,
+        ),
+        host_failure_threshold=_int(
+            "INTEROCC_HOST_FAILURE_THRESHOLD",
+            get("INTEROCC_HOST_FAILURE_THRESHOLD", "5"),
+            minimum=1,
+            maximum=1_000,
+        ),
+        host_probe_first=timedelta(
+            seconds=_float(
+                "INTEROCC_HOST_PROBE_FIRST_SECONDS",
+                get("INTEROCC_HOST_PROBE_FIRST_SECONDS", "60"),
+                minimum=0.1,
+                maximum=86_400,
+            )
+        ),
+        host_probe_most=timedelta(
+            seconds=_float(
+                "INTEROCC_HOST_PROBE_MOST_SECONDS",
+                get("INTEROCC_HOST_PROBE_MOST_SECONDS", "21600"),
+                minimum=0.1,
+                maximum=7 * 86_400,
+            )
+        ),
+        host_unavailable_after=timedelta(
+            days=_float(
+                "INTEROCC_HOST_UNAVAILABLE_DAYS",
+                get("INTEROCC_HOST_UNAVAILABLE_DAYS", "7"),
+                minimum=0.0001,
+                maximum=365,
+            )
+        ),
+        host_release_per_minute=_int(
+            "INTEROCC_HOST_RELEASE_PER_MINUTE",
+            get("INTEROCC_HOST_RELEASE_PER_MINUTE", "120"),
+            minimum=1,
+            maximum=1_000_000,
         ),
         delivery_max_attempts=_int(
             "INTEROCC_DELIVERY_MAX_ATTEMPTS",

@@ -104,6 +104,9 @@ async def create_context(settings: Settings, *, clock: Callable[[], datetime] = 
         timeout=settings.fetch_timeout,
         max_bytes=settings.fetch_max_bytes,
         delivery_timeout=settings.delivery_timeout,
+        delivery_connect_timeout=settings.delivery_connect_timeout,
+        # Every delivery slot and every request waiting aside, and room for fetches.
+        max_connections=settings.delivery_concurrency + settings.delivery_slow_max + 100,
     )
     return Context(
         settings=settings,

@@ -87,9 +87,16 @@ class InboxItemStatus(enum.StrEnum):
 
 
 class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
+    PENDING = "pending"  # due, retrying, or held while its host is failing
     DELIVERED = "delivered"
-    FAILED = "failed"
+    FAILED = "failed"  # refused, out of attempts, or its domain is blocked
+    SKIPPED = "skipped"  # never attempted: its host was unavailable (see DeliveryHost)
+
+
+class HostState(enum.StrEnum):
+    AVAILABLE = "available"  # delivered to as usual
+    FAILING = "failing"  # held: only a probe now and then, until one succeeds
+    UNAVAILABLE = "unavailable"  # failing for days: new deliveries are skipped
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
@@ -522,11 +529,14 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("activity_id", "inbox_uri"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_host", "host", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id", ondelete="CASCADE"))
     inbox_uri: Mapped[str] = mapped_column(String(2048))
+    # The inbox's server (delivery.host_key): what the per-host cap and host health key on.
+    host: Mapped[str] = mapped_column(String(300), default="")
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus, "delivery_status"), default=DeliveryStatus.PENDING
     )
@@ -556,6 +566,30 @@ class DeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     outcome: Mapped[str] = mapped_column(String(16))
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeliveryHost(Base):
+    """The health of one server we deliver to (server/activitypub/hosts.py).
+
+    ``failures`` counts consecutive failed attempts (no answer, or a 5xx); at the threshold
+    the host is FAILING: its deliveries are held and one probe is sent when ``next_probe_at``
+    comes. A success makes it AVAILABLE again and releases what was held. Failing for days,
+    it is UNAVAILABLE: new deliveries to it are recorded as skipped.
+    """
+
+    __tablename__ = "delivery_hosts"
+
+    host: Mapped[str] = mapped_column(String(300), primary_key=True)
+    state: Mapped[HostState] = mapped_column(
+        _enum(HostState, "host_state"), default=HostState.AVAILABLE
+    )
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_failure_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_probe_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    unavailable_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class InboxActivity(Base):

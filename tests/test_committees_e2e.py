@@ -27,6 +27,7 @@ from server import (
 )
 from server.app import create_app
 from server.context import Context, create_context
+from server.federation import inbox_queue
 from server.models import (
     Following,
     FollowStatus,
@@ -83,11 +84,13 @@ def peer() -> Iterator[Peer]:
 
 
 async def drain(*contexts: Context) -> None:
-    """Run the workers until no instance has anything left to deliver."""
+    """Run the workers until no instance has anything left to deliver (a delivery to an
+    inbox of the same instance is queued in-process: its inbox queue is drained too)."""
     for _ in range(10):
         sent = 0
         for context in contexts:
             sent += await worker.run_once(context)
+            sent += await inbox_queue.drain(context)
         if not sent:
             return
     raise AssertionError("deliveries did not settle")

@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert settings.fetch_timeout == 10.0
     assert settings.fetch_max_bytes == 2_000_000
     assert settings.delivery_timeout == 20.0
-    assert settings.delivery_concurrency == 8
+    assert settings.delivery_concurrency == 32
     assert settings.delivery_max_attempts == 16
     assert settings.instance_name == "InterOcc"
     assert settings.log_level == "INFO"

@@ -260,11 +260,17 @@ class FederationClient:
         timeout: float,
         max_bytes: int,
         delivery_timeout: float,
+        delivery_connect_timeout: float | None = None,
+        max_connections: int = 100,
     ) -> None:
-        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.delivery_timeout = delivery_timeout
+        # The connect phase gets its own, shorter bound: a dead host fails fast.
+        self.delivery_connect_timeout = min(
+            delivery_connect_timeout or delivery_timeout, delivery_timeout
+        )
         self.http = httpx.AsyncClient(
             transport=GuardedTransport(allow_private=allow_private, limits=limits),
             headers={"User-Agent": user_agent},
@@ -363,7 +369,7 @@ class FederationClient:
             url,
             content=body,
             headers={"Content-Type": AS2_MEDIA_TYPE, "Accept": AS2_ACCEPT},
-            timeout=httpx.Timeout(self.delivery_timeout),
+            timeout=httpx.Timeout(self.delivery_timeout, connect=self.delivery_connect_timeout),
         )
         async with asyncio.timeout(self.delivery_timeout * 2):
             response = await self.http.send(request, auth=auth, stream=True)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.activitypub import hosts
 from server.models import (
     Activity,
     Delivery,
@@ -58,6 +59,24 @@ def host_of_uri(uri: str) -> str:
         return ascii_host(urlsplit(uri).hostname or "")
     except ValueError:  # urlsplit refuses some malformed netlocs
         return ""
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=4096)
+def host_key(uri: str) -> str:
+    """The server an inbox belongs to, as host health and the per-host cap know it: the
+    host as :func:`ascii_host` writes it, with the port when it is not the scheme's own
+    (``social.example``, ``127.0.0.1:8081``)."""
+    try:
+        parts = urlsplit(uri)
+        host, port = ascii_host(parts.hostname or ""), parts.port
+    except ValueError:
+        return ""
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        return f"{host}:{port}"[:300]
+    return host[:300]
 
 
 def covering_domains(host: str) -> list[str]:
@@ -108,7 +127,8 @@ async def enqueue(
     """Queue the activity for each distinct inbox, in the caller's transaction.
 
     An inbox on a blocked domain gets a row too, already failed with "domain blocked": no
-    request is ever made, and the record says why nothing was sent.
+    request is ever made, and the record says why nothing was sent. One on an unavailable
+    host (server/activitypub/hosts.py) is recorded as skipped, "host unavailable".
     """
     existing = set(
         (
@@ -118,16 +138,24 @@ async def enqueue(
         ).all()
     )
     blocked = await blocked_domains(session)
+    wanted = [inbox for inbox in dict.fromkeys(inboxes) if inbox not in existing]
+    skipped = await hosts.skipped_hosts(session, map(host_key, wanted), now=now)
     rows = []
-    for inbox in dict.fromkeys(inboxes):
-        if inbox in existing:
-            continue
+    for inbox in wanted:
+        host = host_key(inbox)
         row = Delivery(
-            activity_id=activity.id, inbox_uri=inbox, next_attempt_at=now, created_at=now
+            activity_id=activity.id,
+            inbox_uri=inbox,
+            host=host,
+            next_attempt_at=now,
+            created_at=now,
         )
         if is_blocked_host(host_of_uri(inbox), blocked):
             row.status = DeliveryStatus.FAILED
             row.last_error = DOMAIN_BLOCKED
+        elif host in skipped:
+            row.status = DeliveryStatus.SKIPPED
+            row.last_error = hosts.HOST_UNAVAILABLE
         rows.append(row)
     session.add_all(rows)
     await session.flush()

@@ -18,7 +18,7 @@ from server.activitypub.actors import ResolvedKey, host_of, resolve_key
 from server.activitypub.signatures import Rejected, load_public_key, prepare_request
 from server.context import Context
 from server.errors import RemoteError, TooManyRequests, Unauthorized
-from server.models import RemoteKey
+from server.models import Assembly, AssemblyStatus, RemoteKey
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,27 @@ class KeptKey:
 StoredKey = Callable[[Context, str], Awaitable[KeptKey | None]]
 
 
+async def local_key_of(ctx: Context, key_id: str) -> KeptKey | None:
+    """The key of one of our own actors (an approved assembly, or the instance actor), read
+    from the database: never fetched from ourselves over the network."""
+    if key_id == ctx.urls.instance_key_id():
+        return KeptKey(ctx.urls.instance_actor(), ctx.instance_public_key_pem)
+    handle = key_id.removeprefix(ctx.urls.actor("")).removesuffix("#main-key")
+    if not handle or "/" in handle or "#" in handle or key_id != ctx.urls.key_id(handle):
+        return None
+    async with ctx.sessions() as session:
+        pem = await session.scalar(
+            select(Assembly.public_key_pem).where(
+                Assembly.handle == handle, Assembly.status == AssemblyStatus.APPROVED
+            )
+        )
+    return KeptKey(ctx.urls.actor(handle), pem) if pem is not None else None
+
+
 async def stored_key_of(ctx: Context, key_id: str) -> KeptKey | None:
-    """The key we keep under ``key_id``, if any."""
+    """The key we keep under ``key_id``, if any (ours: :func:`local_key_of`)."""
+    if ctx.urls.is_local(key_id):
+        return await local_key_of(ctx, key_id)
     async with ctx.sessions() as session:
         row = (
             await session.execute(
@@ -85,6 +104,15 @@ async def verify_signer(
         result = prepared(public_key)
         return result if isinstance(result, Rejected) else None
 
+    if ctx.urls.is_local(key_id):
+        # One of our own keys: the database is the truth, and nothing is fetched.
+        cached = await local_key_of(ctx, key_id)
+        if cached is None:
+            raise KeyUnavailable("no such key on this instance")
+        failure = check(cached.pem)
+        if failure is not None:
+            raise Unauthorized(f"signature not verified: {failure.reason}")
+        return Signer(key_id, cached.owner_uri, None)
     cached = await (stored_key or stored_key_of)(ctx, key_id)
     failure = check(cached.pem) if cached is not None else None
     if cached is not None and failure is None:

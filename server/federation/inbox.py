@@ -21,6 +21,7 @@ from server import assemblies, following, relays
 from server.activitypub import delivery
 from server.activitypub.actors import (
     ResolvedKey,
+    fetch_actor,
     fetch_document,
     host_of,
     same_origin,
@@ -308,6 +309,10 @@ async def receive(
         check_undo(activity, actor_uri)
     if signed.fetched_key is not None:
         await store_resolved(session, ctx, signed.fetched_key)
+    elif ctx.urls.is_local(actor_uri):
+        # One of our assemblies writing to another (server/federation/local.py): its key was
+        # read from the database, so its actor row is made here, as a fetched key makes one.
+        await fetch_actor(session, ctx, actor_uri)
     seen = await session.scalar(select(InboxActivity.id).where(InboxActivity.uri == activity_id))
     if seen is not None:
         return Received(activity_id, actor_uri, activity_type, duplicate=True)

@@ -1,5 +1,6 @@
 """The instance admin's screens: overview, assemblies, accounts, settings, blocked domains,
-held follow requests and reports.
+held follow requests and reports (relays: server/web/relays.py; federation, the servers we
+deliver to: server/web/deliveries.py).
 
 Every handler starts with ``require_admin`` (anonymous visitors go to /login, others get
 403) and every POST then reads the form (CSRF). The work happens in one transaction; a
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import accounts, assemblies, followers, instance, moderation
+from server import accounts, assemblies, deliveries, followers, instance, moderation
 from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound
 from server.models import Assembly, AssemblyStatus, FollowerStatus, User, UserStatus
@@ -63,9 +64,11 @@ async def _act(request: Request, action: Action, *, back: str, page: Page) -> Re
 
 async def overview(request: Request) -> Response:
     await require_admin(request)
-    async with _ctx(request).sessions() as session:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
         counts = await moderation.overview(session)
-    return await render(request, "admin_overview.html", counts=counts)
+        queue = await deliveries.queue_overview(session, now=ctx.clock())
+    return await render(request, "admin_overview.html", counts=counts, queue=queue)
 
 
 # -- assemblies ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ message."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +34,37 @@ def create_templates() -> Environment:
         doc.get("ratification") if isinstance(doc, dict) else None
     )
     env.filters["iso"] = lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ") if d else ""
+    env.filters["duration"] = duration
+    env.filters["relative"] = relative
     # Every URL that came from another server goes through this before it is an href or a
     # src: an absolute http(s) URL, or None (see _links.html).
     env.filters["safe_link"] = safe_link
     return env
+
+
+def duration(when: datetime | None, now: datetime) -> str:
+    """How far ``when`` is from ``now``, coarsely: "4 minutes", "3 hours", "2 days"."""
+    if when is None:
+        return ""
+    seconds = abs((when - now).total_seconds())
+    # Each unit up to where rounding would reach the next one: 59 minutes, then 1 hour.
+    for unit, size, up_to in (("minute", 60, 59.5 * 60), ("hour", 3600, 23.5 * 3600)):
+        if seconds < up_to:
+            n = max(1, round(seconds / size))
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    days = round(seconds / 86400)
+    return f"{days} day{'' if days == 1 else 's'}"
+
+
+def relative(when: datetime | None, now: datetime) -> str:
+    """``when`` as people say it: "in 4 minutes", "3 hours ago", "now" (within a minute).
+    Pages put the exact time in ``<time datetime>`` beside it."""
+    if when is None:
+        return ""
+    if abs((when - now).total_seconds()) < 60:
+        return "now"
+    span = duration(when, now)
+    return f"in {span}" if when > now else f"{span} ago"
 
 
 async def render(
