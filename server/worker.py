@@ -62,7 +62,7 @@ def lease(ctx: Context) -> timedelta:
     """How long a claim lasts: the slowest attempt (``client.post`` gives up after twice the
     delivery timeout) twice over and a margin, so a live worker never loses a row it is
     sending, nor one it claimed ahead (see :class:`Slots`)."""
-    return timedelta(seconds=ctx.settings.delivery_timeout * 4 + 30)
+    return timedelta(seconds=ctx.settings.delivery_timeout * 4 + 10)
 
 
 # Every claim on PostgreSQL takes this transaction-level lock first, so claims from workers
@@ -73,13 +73,16 @@ _CLAIM_LOCK = 0x1A7E_0CC0
 
 def _claimable(ctx: Context, now: datetime, limit: int) -> Any:
     """Due, unclaimed rows, oldest first, at most as many per host as its allowance: the
-    per-host cap less the rows already leased to it, or for a held host one probe when
-    its probe is due and nothing of it is leased."""
+    per-host cap less the rows already leased to it, or for a held host one probe (its
+    oldest row, due or not) when its probe is due and nothing of it is leased."""
     leased = (
         select(Delivery.host, func.count().label("n"))
         .where(Delivery.status == DeliveryStatus.PENDING, Delivery.claimed_until >= now)
         .group_by(Delivery.host)
         .cte("leased")
+    )
+    probe_due = select(DeliveryHost.host).where(
+        DeliveryHost.state != HostState.AVAILABLE, DeliveryHost.next_probe_at <= now
     )
     ranked = (
         select(
@@ -92,8 +95,9 @@ def _claimable(ctx: Context, now: datetime, limit: int) -> Any:
         )
         .where(
             Delivery.status == DeliveryStatus.PENDING,
-            Delivery.next_attempt_at <= now,
             or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+            # A held host's probe is due whatever its rows' own schedules say.
+            or_(Delivery.next_attempt_at <= now, Delivery.host.in_(probe_due)),
         )
         .cte("ranked")
     )
@@ -277,7 +281,9 @@ async def record(
         await session.flush()
         if not result.final and row.host:
             if hosts.is_host_failure(result.status):
-                await hosts.on_failure(session, row.host, result.error, now=now, policy=policy)
+                await hosts.on_failure(
+                    session, row.host, result.error, now=now, policy=policy, probe=row.id
+                )
             else:
                 await hosts.on_success(session, row.host, now=now, policy=policy)
     if plan.outcome is delivery.Outcome.FAILED:
@@ -364,7 +370,7 @@ class Slots:
 
     def _start(self) -> None:
         # A row is sent only if its lease outlasts the slowest attempt, with a margin.
-        margin = timedelta(seconds=self.ctx.settings.delivery_timeout * 2 + 10)
+        margin = timedelta(seconds=self.ctx.settings.delivery_timeout * 2 + 5)
         while self.ready and self.busy < self.capacity:
             token, claimed_at, job = self.ready.pop(0)
             if self.fixed_now is None and self.now() + margin > claimed_at + lease(self.ctx):
@@ -397,14 +403,22 @@ class Slots:
             self.changed.set()
 
     async def wait(self) -> None:
-        """Until an attempt ends or moves aside."""
-        self.changed.clear()
+        """Until an attempt ends or moves aside (since ``changed`` was last cleared: the
+        caller clears it before it claims, so that no such moment is missed)."""
         await self.changed.wait()
 
-    async def aclose(self) -> None:
-        """Let the attempts in flight finish and record."""
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+    async def aclose(self, grace: float | None = None) -> None:
+        """Let the attempts in flight finish and record; after ``grace`` seconds cancel the
+        rest (their leases run out and another claim retries them)."""
+        self.ready.clear()
+        if not self.tasks:
+            return
+        _, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("%d deliveries in flight left to their leases", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def run_once(
@@ -421,6 +435,7 @@ async def run_once(
     total = 0
     try:
         while limit is None or total < limit:
+            slots.changed.clear()
             claimed = await slots.fill()
             total += claimed
             if slots.idle:
@@ -431,6 +446,9 @@ async def run_once(
         await slots.aclose()
     return total
 
+
+# How long a stopping worker lets its deliveries in flight finish before it cancels them.
+SHUTDOWN_GRACE = 5.0
 
 # How often the worker looks for straw polls whose time is up.
 POLL_CHECK = timedelta(seconds=15)
@@ -467,6 +485,7 @@ async def _deliver_forever(ctx: Context, stop: asyncio.Event, *, idle: float) ->
                     async with ctx.sessions() as session, session.begin():
                         await communiques.close_due_polls(session, ctx.urls, now=now)
                 ctx.wake.clear()
+                slots.changed.clear()
                 claimed = await slots.fill()
             except Exception:  # the worker must outlive any one bad claim (DB restart, bug)
                 log.exception("delivery claim failed")
@@ -481,4 +500,4 @@ async def _deliver_forever(ctx: Context, stop: asyncio.Event, *, idle: float) ->
             for waiter in waiters:
                 waiter.cancel()
     finally:
-        await slots.aclose()
+        await slots.aclose(grace=SHUTDOWN_GRACE)

@@ -70,9 +70,17 @@ async def _locked(session: AsyncSession, host: str) -> DeliveryHost | None:
 
 
 async def on_failure(
-    session: AsyncSession, host: str, error: str | None, *, now: datetime, policy: Policy
+    session: AsyncSession,
+    host: str,
+    error: str | None,
+    *,
+    now: datetime,
+    policy: Policy,
+    probe: int | None = None,
 ) -> HostState | None:
-    """Count a failed attempt to ``host``; returns the host's new state if it changed."""
+    """Count a failed attempt to ``host`` (``probe``: the delivery just attempted, which
+    stays pending as the next probe if the host becomes unavailable); returns the host's
+    new state if it changed."""
     row = await _locked(session, host)
     if row is None:
         row = DeliveryHost(host=host, state=HostState.AVAILABLE, failures=0)
@@ -97,7 +105,7 @@ async def on_failure(
         row.state = changed = HostState.UNAVAILABLE
         row.unavailable_since = now
         row.next_probe_at = now + policy.probe_most
-        skipped = await _skip_held(session, host, now=now)
+        skipped = await _skip_held(session, host, now=now, keep=probe)
         log.warning(
             "host %s unavailable: failing since %s; %d held deliveries skipped, new ones will "
             "be too until it answers or an admin resets it",
@@ -113,14 +121,15 @@ async def on_failure(
     return changed
 
 
-async def _skip_held(session: AsyncSession, host: str, *, now: datetime) -> int:
-    """Skip the host's pending deliveries that no worker holds."""
+async def _skip_held(session: AsyncSession, host: str, *, now: datetime, keep: int | None) -> int:
+    """Skip the host's pending deliveries that no worker holds, but ``keep``."""
     result = await session.execute(
         update(Delivery)
         .where(
             Delivery.host == host,
             Delivery.status == DeliveryStatus.PENDING,
             or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
+            Delivery.id != (keep if keep is not None else -1),
         )
         .values(status=DeliveryStatus.SKIPPED, last_error=HOST_UNAVAILABLE)
         .execution_options(synchronize_session=False)
