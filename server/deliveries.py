@@ -261,9 +261,7 @@ async def communique_summary(
                 in_flight=row.in_flight,
                 # A held server's own error is why nothing goes there now.
                 last_error=(row.host_error if held else None) or row.row_error,
-                next_try=(row.next_probe_at if held else row.next_attempt)
-                if row.pending
-                else None,
+                next_try=(row.next_probe_at if held else row.next_attempt) if row.pending else None,
             )
         )
     host_total = await session.scalar(select(func.count(distinct(Delivery.host))).where(mine))

@@ -556,6 +556,7 @@ class DeliveryAttempt(Base):
     """The history of one delivery: every attempt, its outcome, and what was scheduled next."""
 
     __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_attempted_at", "attempted_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     delivery_id: Mapped[int] = mapped_column(

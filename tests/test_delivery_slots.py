@@ -279,7 +279,8 @@ async def test_host_health_on_a_schedule(
         # An admin resets it: available, what it held released (skipped rows stay skipped).
         t3 = t2 + timedelta(minutes=5)
         async with ctx.sessions() as session, session.begin():
-            assert await hosts.reset(session, key, now=t3, policy=hosts.Policy.of(ctx.settings))
+            released = await hosts.reset(session, key, now=t3, policy=hosts.Policy.of(ctx.settings))
+            assert released == 1
         health = await host_row(ctx, dead)
         assert health is not None and health.state is HostState.AVAILABLE
         assert health.failures == 0 and health.next_probe_at is None

@@ -81,9 +81,16 @@ def upgrade() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.alter_column("host", server_default=None)
         batch_op.create_index("ix_deliveries_host", ["host", "status"], unique=False)
+    # The admin overview counts the failed attempts of the last 24 hours.
+    with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_delivery_attempts_attempted_at", ["attempted_at"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
+        batch_op.drop_index("ix_delivery_attempts_attempted_at")
     op.execute("UPDATE deliveries SET status = 'failed' WHERE status = 'skipped'")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_deliveries_host")

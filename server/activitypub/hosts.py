@@ -146,15 +146,16 @@ async def on_success(session: AsyncSession, host: str, *, now: datetime, policy:
     return await _reopen(session, row, now=now, policy=policy)
 
 
-async def reset(session: AsyncSession, host: str, *, now: datetime, policy: Policy) -> bool:
+async def reset(session: AsyncSession, host: str, *, now: datetime, policy: Policy) -> int | None:
     """An admin's reset: the host is available again, its held deliveries released (skipped
-    ones stay skipped). False if the host had no health record."""
+    ones stay skipped). Returns how many were released; None if the host had no health
+    record."""
     row = await _locked(session, host)
     if row is None:
-        return False
+        return None
     released = await _reopen(session, row, now=now, policy=policy)
     log.info("host %s reset by an admin: %d held deliveries released", host, released)
-    return True
+    return released
 
 
 async def _reopen(

@@ -84,16 +84,13 @@ async def reset_host(request: Request) -> Response:
     host = text(form, "host", max_length=300).strip()
     ctx = _ctx(request)
     async with ctx.sessions() as session, session.begin():
-        found = await hosts.reset(
+        released = await hosts.reset(
             session, host, now=ctx.clock(), policy=hosts.Policy.of(ctx.settings)
         )
-    if not found:
+    if released is None:
         raise NotFound(f"{host or 'that server'} has no health record: there is nothing to reset")
-    return redirect(
-        request,
-        FEDERATION,
-        flash=f"{host} is marked available: what it held is being sent again.",
-    )
+    sent = "nothing was held" if not released else f"{released} held deliveries are sent again"
+    return redirect(request, FEDERATION, flash=f"{host} is marked available; {sent}.")
 
 
 routes = [

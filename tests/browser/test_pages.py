@@ -41,9 +41,13 @@ from playwright.sync_api import (
     StorageState,
     expect,
 )
+from sqlalchemy import select
 
+from server.context import create_context
+from server.models import Activity, Communique
 from tests.browser.audit import TIMEOUT_MS, Auditor, Visit
 from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Site, run_async
+from tests.support import deliveries as delivery_scene
 from tests.support.peer import Received
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -438,6 +442,61 @@ def test_communique_page_passes_axe_and_csp(
 ) -> None:
     role, visit = COMMUNIQUE_PAGES[name]
     check(auditor, name, visit(published), role, people)
+
+
+# -- the delivery pages, with servers in every state -----------------------------------------
+
+
+async def _add_delivery_scene(site: Site, public_id: str) -> None:
+    """tests/support/deliveries.py's servers, on the communiqué's Create (beside the real
+    delivery to the Mastodon peer); nothing of it is due while the tests run."""
+    ctx = await create_context(site.settings)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            create = await session.scalar(
+                select(Activity.id)
+                .join(Communique, Communique.id == Activity.communique_id)
+                .where(Communique.public_id == public_id, Activity.type == "Create")
+            )
+            assert create is not None, "the published communiqué has no Create"
+            await delivery_scene.add_scene(session, create, now=ctx.clock())
+    finally:
+        await ctx.aclose()
+
+
+@pytest.fixture(scope="module")
+def servers_in_trouble(site: Site, published: Published) -> Published:
+    run_async(_add_delivery_scene(site, published.public_id))
+    return published
+
+
+def delivery_page(c: Published) -> Visit:
+    def visit(page: Page) -> None:
+        goto(f"/manage/{HANDLE}/communiques/{c.public_id}/delivery")(page)
+        expect(page.locator(".tally-item.held .tally-number")).to_have_text("5")
+        rows = page.locator("table.deliveries tbody tr")
+        expect(rows.first.locator("th")).to_have_text(delivery_scene.GONE)
+
+    return visit
+
+
+def federation_page(page: Page) -> None:
+    goto("/admin/federation")(page)
+    expect(page.get_by_role("button", name=f"Reset {delivery_scene.DOWN}")).to_be_visible()
+
+
+DELIVERY_PAGES: dict[str, tuple[Role, Callable[[Published], Visit]]] = {
+    "communique-delivery": ("facilitator", delivery_page),
+    "admin-federation": ("admin", lambda c: federation_page),
+}
+
+
+@pytest.mark.parametrize("name", DELIVERY_PAGES)
+def test_delivery_page_passes_axe_and_csp(
+    auditor: Auditor, people: People, servers_in_trouble: Published, name: str
+) -> None:
+    role, visit = DELIVERY_PAGES[name]
+    check(auditor, name, visit(servers_in_trouble), role, people)
 
 
 # -- refusals, as a browser meets them --------------------------------------------------------
