@@ -167,6 +167,51 @@ async def cmd_inbox_retry(settings: Settings, args: argparse.Namespace) -> None:
     await _with_context(settings, run)
 
 
+async def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
+    from server import deliveries
+    from server.models import DeliveryHost, DeliveryStatus
+
+    status = DeliveryStatus(args.status) if args.status else None
+    host = args.host.strip().lower() if args.host else None
+
+    async def run(ctx: Context, session: AsyncSession) -> None:
+        now = ctx.clock()
+        queue = await deliveries.queue_overview(session, now=now)
+        print(
+            f"# queue: {queue.pending} pending ({queue.held} held), "
+            f"{queue.failed_attempts} failed attempts in the last 24 h; "
+            f"{queue.failing_hosts} servers failing, {queue.unavailable_hosts} unavailable"
+        )
+        if host is not None:
+            health = await session.get(DeliveryHost, host)
+            if health is None:
+                print(f"# {host}: available (never failed)")
+            else:
+                since = health.failing_since
+                print(
+                    f"# {host}: {health.state.value}, {health.failures} failures"
+                    + (f" since {since.isoformat(timespec='seconds')}" if since else "")
+                )
+        rows = await deliveries.list_deliveries(session, host=host, status=status, limit=args.limit)
+        print("id\tstatus\thost\tattempts\tlast\tnext try\tactivity\terror")
+        for row in rows:
+            last = str(row.last_status) if row.last_status is not None else "-"
+            next_try = (
+                row.next_attempt_at.isoformat(timespec="seconds")
+                if row.status is DeliveryStatus.PENDING
+                else "-"
+            )
+            error = " ".join((row.last_error or "-").split())[:120]
+            print(
+                f"{row.id}\t{row.status.value}\t{row.host}\t{row.attempts}\t{last}\t"
+                f"{next_try}\t{row.activity_type} {row.activity_uri}\t{error}"
+            )
+        if len(rows) == args.limit:
+            print(f"# the newest {args.limit} only: --limit N for more")
+
+    await _with_context(settings, run)
+
+
 def _attachments(args: argparse.Namespace) -> list[tuple[Path, str]]:
     """(file, description) pairs from ``--attach FILE`` and ``--alt TEXT``, in order."""
     files: list[str] = args.attach or []
@@ -387,6 +432,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     uvicorn.run(app, **serve_options(settings, args))
 
 
+def _limit(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise argparse.ArgumentTypeError(f"a number from 1 to 10000, not {raw!r}")
+    return int(raw)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interocc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -421,6 +472,13 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument(
         "--rejected", action="store_true", help="rejected ones too (after fixing a bug)"
     )
+
+    listed = sub.add_parser("deliveries", help="outgoing deliveries, newest first")
+    listed.add_argument("--host", help="one server's only (host, or host:port)")
+    listed.add_argument(
+        "--status", choices=["pending", "delivered", "failed", "skipped"], help="in one status"
+    )
+    listed.add_argument("--limit", type=_limit, default=50, metavar="N", help="at most N (50)")
 
     assembly = sub.add_parser("assembly", help="manage assemblies").add_subparsers(
         dest="action", required=True
@@ -492,6 +550,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("worker", None): cmd_worker,
     ("inbox", "status"): cmd_inbox_status,
     ("inbox", "retry"): cmd_inbox_retry,
+    ("deliveries", None): cmd_deliveries,
     ("assembly", "create"): cmd_assembly_create,
     ("assembly", "approve"): cmd_assembly_approve,
     ("assembly", "suspend"): cmd_assembly_suspend,
