@@ -84,6 +84,12 @@ def _claimable(ctx: Context, now: datetime, limit: int) -> Any:
     probe_due = select(DeliveryHost.host).where(
         DeliveryHost.state != HostState.AVAILABLE, DeliveryHost.next_probe_at <= now
     )
+    # Held hosts whose probe is not due are left out before ranking: a dead host's backlog
+    # costs a claim nothing.
+    held = select(DeliveryHost.host).where(
+        DeliveryHost.state != HostState.AVAILABLE,
+        or_(DeliveryHost.next_probe_at.is_(None), DeliveryHost.next_probe_at > now),
+    )
     ranked = (
         select(
             Delivery.id,
@@ -98,6 +104,7 @@ def _claimable(ctx: Context, now: datetime, limit: int) -> Any:
             or_(Delivery.claimed_until.is_(None), Delivery.claimed_until < now),
             # A held host's probe is due whatever its rows' own schedules say.
             or_(Delivery.next_attempt_at <= now, Delivery.host.in_(probe_due)),
+            Delivery.host.not_in(held),
         )
         .cte("ranked")
     )
