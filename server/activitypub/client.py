@@ -263,7 +263,11 @@ class FederationClient:
         delivery_connect_timeout: float | None = None,
         max_connections: int = 100,
     ) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
+        # Every connection in use may be kept alive: a pool smaller than the delivery slots
+        # would reconnect (a TLS handshake) for most deliveries.
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.delivery_timeout = delivery_timeout

@@ -1,0 +1,342 @@
+"""Outbound delivery, each figure against a baseline measured in the same run.
+
+Every sink is a loopback host of tests/support/sinks.py (live: answers 202 at once; hanging:
+accepts and never answers; refusing: nothing listens). A host is host:port, so followers on
+different ports are on different hosts, and the per-host cap applies to each.
+
+- fan-out: ``n`` deliveries spread over :data:`HOSTS` live hosts, one follower (no shared
+  inbox) each. The baseline signs every request afresh and POSTs it with httpx (every
+  connection kept alive), with the worker's default total concurrency and per-host cap, to
+  the same hosts. In process on SQLite (``worker.run_once``), and on PostgreSQL with 1 and 2
+  ``interocc worker`` processes against the baseline in a process of its own; the processes
+  are timed from the first request a sink receives until the database counts every row
+  delivered, so their start-up is left out;
+- dead hosts: 60 live, 30 hanging and 10 refusing hosts, one follower each; a communiqué
+  published with ``worker.run_forever`` running (default settings, but a 3 s delivery
+  timeout so the hanging requests end). How many live followers are served within 5 s, and
+  when the last one is, against the 60 live hosts alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from bench import inbound
+from server import assemblies, communiques, migrate, worker
+from server.activitypub.delivery import host_key
+from server.activitypub.signatures import generate_private_key_pem, load_private_key, sign_request
+from server.config import Settings
+from server.context import Context, create_context
+from server.db import create_engine
+from server.models import Delivery, DeliveryStatus, Follower, RemoteActor
+from tests.support.sinks import Host, Sinks
+
+HOSTS = 16
+DEFAULTS = Settings(base_url="http://127.0.0.1:1", database_url="", secret_key="x" * 32)
+CONCURRENCY = DEFAULTS.delivery_concurrency
+PER_HOST = DEFAULTS.delivery_per_host
+BODY = b'{"type":"Create","object":{"type":"Note","content":"' + b"x" * 800 + b'"}}'
+SERVED_WITHIN = 5.0
+
+
+def settings_for(database_url: str, **changes: object) -> Settings:
+    base = replace(DEFAULTS, database_url=database_url, allow_private_addresses=True)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def spread(hosts: Sequence[Host], n: int) -> list[str]:
+    """``n`` inboxes, one per follower, dealt over ``hosts`` in turn."""
+    return [hosts[i % len(hosts)].inbox(i) for i in range(n)]
+
+
+# -- the baseline --------------------------------------------------------------------------
+
+
+async def raw_fanout(inboxes: list[str], body: bytes) -> float:
+    """Seconds to sign and POST ``body`` to every inbox (a fresh signature each), at most
+    :data:`CONCURRENCY` at once and :data:`PER_HOST` per host, as the worker is allowed."""
+    key = load_private_key(generate_private_key_pem()[0])
+    gate = asyncio.Semaphore(CONCURRENCY)
+    per_host = {host_key(url): asyncio.Semaphore(PER_HOST) for url in inboxes}
+    # Every connection kept alive: the baseline is sign+POST done right, so what our client
+    # loses to reconnecting counts against us.
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    async with httpx.AsyncClient(trust_env=False, limits=limits) as http:
+
+        async def one(url: str) -> None:
+            async with per_host[host_key(url)], gate:
+                headers = {"Content-Type": "application/activity+json"}
+                headers |= sign_request(
+                    "POST", url, headers, body, key_id="k", private_key=key, now=datetime.now(UTC)
+                )
+                (await http.post(url, content=body, headers=headers)).raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(url) for url in inboxes))
+        return time.perf_counter() - start
+
+
+def _raw_fanout_sync(inboxes: list[str], body: bytes) -> float:
+    return asyncio.run(raw_fanout(inboxes, body))
+
+
+async def raw_fanout_process(inboxes: list[str], body: bytes) -> float:
+    """:func:`raw_fanout` in a fresh process, as each ``interocc worker`` is one."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return await asyncio.wrap_future(pool.submit(_raw_fanout_sync, inboxes, body))
+
+
+# -- our side ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database(engine: str) -> AsyncIterator[str]:
+    """A fresh, empty database: a file in a temporary directory, or a PostgreSQL database
+    dropped afterwards."""
+    if engine == "SQLite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
+        return
+    pg = await inbound.postgres_database()
+    assert pg is not None, "PostgreSQL does not answer"
+    url, drop = pg
+    try:
+        yield url
+    finally:
+        await drop()
+
+
+async def _prepare(settings: Settings, inboxes: list[str], *, publish: bool) -> None:
+    """A migrated database with an approved assembly followed from every inbox; with
+    ``publish``, a communiqué already queued for all of them."""
+    engine = create_engine(settings.database_url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    ctx = await create_context(settings)
+    try:
+        await _follow(ctx, inboxes)
+        if publish:
+            await _publish(ctx, len(inboxes), wake=False)
+    finally:
+        await ctx.aclose()
+
+
+async def _follow(ctx: Context, inboxes: list[str]) -> None:
+    async with ctx.sessions() as session, session.begin():
+        assembly = await assemblies.create(session, handle="bench", name="Bench")
+        await assemblies.approve(session, "bench", now=ctx.clock())
+        actors = [
+            RemoteActor(uri=inbox.removesuffix("/inbox"), domain="127.0.0.1", inbox_uri=inbox)
+            for inbox in inboxes
+        ]
+        session.add_all(actors)
+        await session.flush()
+        session.add_all(
+            Follower(assembly_id=assembly.id, actor_id=actor.id, follow_uri="f") for actor in actors
+        )
+
+
+async def _publish(ctx: Context, n: int, *, wake: bool) -> None:
+    async with ctx.sessions() as session, session.begin():
+        published = await communiques.publish(
+            session,
+            ctx.urls,
+            handle="bench",
+            source="Bench communiqué.",
+            now=ctx.clock(),
+            wake=ctx.wake if wake else None,
+        )
+    assert published.deliveries == n, published.deliveries
+
+
+async def run_once_fanout(database_url: str, inboxes: list[str]) -> float:
+    """Seconds for ``worker.run_once`` (in this process) to deliver a communiqué queued for
+    every inbox."""
+    settings = settings_for(database_url)
+    await _prepare(settings, inboxes, publish=True)
+    ctx = await create_context(settings)
+    try:
+        start = time.perf_counter()
+        done = 0
+        while done < len(inboxes):
+            done += await worker.run_once(ctx)
+        return time.perf_counter() - start
+    finally:
+        await ctx.aclose()
+
+
+async def _delivered(ctx: Context) -> int:
+    async with ctx.sessions() as session:
+        query = select(func.count()).where(Delivery.status == DeliveryStatus.DELIVERED)
+        return int(await session.scalar(query) or 0)
+
+
+async def processes_fanout(database_url: str, hosts: list[Host], n: int, processes: int) -> float:
+    """Deliveries per second of ``processes`` ``interocc worker`` processes started with a
+    communiqué already queued for ``n`` followers: from the first request a sink receives
+    (process start-up left out) until the database counts every row delivered."""
+    inboxes = spread(hosts, n)
+    settings = settings_for(database_url)
+    await _prepare(settings, inboxes, publish=True)
+    for host in hosts:
+        host.received.clear()
+    env = inbound._env(settings)
+    with tempfile.TemporaryFile() as log:
+        spawned = [
+            await asyncio.create_subprocess_exec(
+                inbound.INTEROCC,
+                "worker",
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+            for _ in range(processes)
+        ]
+        ctx = await create_context(settings)
+        try:
+            deadline = time.monotonic() + 120
+            while sum(len(h.received) for h in hosts) < n:
+                if time.monotonic() > deadline or any(p.returncode is not None for p in spawned):
+                    log.seek(0)
+                    tail = log.read()[-2000:].decode(errors="replace")
+                    raise SystemExit(f"bench: interocc worker stalled or stopped\n{tail}")
+                await asyncio.sleep(0.005)
+            while await _delivered(ctx) < n:
+                if time.monotonic() > deadline:
+                    raise SystemExit("bench: deliveries received but not recorded")
+                await asyncio.sleep(0.01)
+            end = time.monotonic()
+        finally:
+            await ctx.aclose()
+            for process in spawned:
+                os.killpg(process.pid, signal.SIGTERM)
+            for process in spawned:
+                await process.wait()
+    start = min(h.received[0].at for h in hosts)
+    return n / (end - start)
+
+
+@dataclass(frozen=True)
+class Served:
+    live: int
+    within: int  # live followers served within SERVED_WITHIN seconds of the publication
+    last: float  # seconds from the publication to the last live follower's first request
+
+
+async def dead_hosts(database_url: str, live: int, hanging: int, refusing: int) -> Served:
+    """Publish to followers on live, hanging and refusing hosts (one each) with the worker
+    running in this process; when was each live follower served?"""
+    # The defaults, but a 3 s delivery timeout so that the hanging requests end soon after.
+    settings = settings_for(database_url, delivery_timeout=3.0)
+    engine = create_engine(database_url)
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    with Sinks() as sinks:
+        kinds = [sinks.live() for _ in range(live)]
+        kinds += [sinks.hanging() for _ in range(hanging)]
+        kinds += [sinks.refusing() for _ in range(refusing)]
+        # Interleaved, so that dead hosts sit in front of live ones in the queue.
+        ordered = [h for _, h in sorted(enumerate(kinds), key=lambda p: (p[0] % 10, p[0]))]
+        live_hosts = [h for h in kinds if h.kind == "live"]
+        ctx = await create_context(settings)
+        stop = asyncio.Event()
+        try:
+            await _follow(ctx, [h.inbox() for h in ordered])
+            running = asyncio.create_task(worker.run_forever(ctx, stop))
+            await asyncio.sleep(0.2)  # the worker is up and idle, as in production
+            started = time.monotonic()
+            await _publish(ctx, len(kinds), wake=True)
+            while time.monotonic() - started < 2 * SERVED_WITHIN and not all(  # noqa: ASYNC110
+                h.received for h in live_hosts
+            ):
+                await asyncio.sleep(0.01)
+            stop.set()
+            await running
+        finally:
+            stop.set()
+            await ctx.aclose()
+    served = [h.received[0].at - started for h in live_hosts if h.received]
+    return Served(
+        live=live,
+        within=sum(1 for s in served if s <= SERVED_WITHIN),
+        last=max(served) if len(served) == live else float("inf"),
+    )
+
+
+# -- the figures ---------------------------------------------------------------------------
+
+
+async def sqlite_fanout(n: int) -> None:
+    with Sinks() as sinks:
+        hosts = [sinks.live() for _ in range(HOSTS)]
+        raw = await raw_fanout(spread(hosts, n), BODY)
+        async with database("SQLite") as url:
+            mine = await run_once_fanout(url, spread(hosts, n))
+        received = sum(len(h.received) for h in hosts)
+    assert received == 2 * n, received
+    print(
+        f"delivery fan-out, SQLite, in process: {n} deliveries over {HOSTS} live hosts, "
+        f"concurrency {CONCURRENCY}, at most {PER_HOST} per host (both sides)"
+    )
+    print(f"  baseline raw sign+POST: {n / raw:8.1f}/s")
+    print(f"  interocc worker.run_once: {n / mine:8.1f}/s")
+    print(f"  ratio (worker/baseline): {raw / mine:.2f}")
+
+
+async def postgres_fanout(n: int) -> None:
+    """Baseline, 1 and 2 worker processes, each on a fresh database, to the same hosts."""
+    with Sinks() as sinks:
+        hosts = [sinks.live() for _ in range(HOSTS)]
+        raw = n / await raw_fanout_process(spread(hosts, n), BODY)
+        rates = {}
+        for processes in (1, 2):
+            async with database("PostgreSQL") as url:
+                rates[processes] = await processes_fanout(url, hosts, n, processes)
+    print(
+        f"delivery fan-out, PostgreSQL, worker processes: {n} deliveries over {HOSTS} live "
+        f"hosts, concurrency {CONCURRENCY}, at most {PER_HOST} per host (over all processes)"
+    )
+    print(f"  baseline raw sign+POST, 1 process: {raw:8.1f}/s")
+    for processes, rate in rates.items():
+        print(
+            f"  {processes} interocc worker process(es): {rate:8.1f}/s  "
+            f"ratio (workers/baseline) {rate / raw:.2f}"
+        )
+    print(f"  ratio (2 workers/1 worker): {rates[2] / rates[1]:.2f}")
+
+
+async def dead_host_figures(engine: str) -> None:
+    live, hanging, refusing = 60, 30, 10
+    async with database(engine) as url:
+        mixed = await dead_hosts(url, live, hanging, refusing)
+    async with database(engine) as url:
+        alone = await dead_hosts(url, live, 0, 0)
+    print(
+        f"dead hosts, {engine}: {live} live, {hanging} hanging, {refusing} refusing hosts, "
+        "one follower each, worker.run_forever with default settings (delivery timeout 3 s)"
+    )
+    print(
+        f"  live followers served within {SERVED_WITHIN:.0f} s / all live: "
+        f"{mixed.within / mixed.live:.2f} ({mixed.within}/{mixed.live})"
+    )
+    print(
+        f"  last live follower served after {mixed.last:.2f} s; with the {live} live hosts "
+        f"alone {alone.last:.2f} s; ratio (with dead/alone) {mixed.last / alone.last:.2f}"
+    )
