@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import communiques
 from server.activitypub import delivery, hosts
@@ -193,7 +194,7 @@ async def load_jobs(ctx: Context, ids: list[int]) -> list[Job]:
     return jobs
 
 
-async def attempt(ctx: Context, job: Job, *, memo: Memo[object] | None = None) -> AttemptResult:
+async def attempt(ctx: Context, job: Job, *, memo: Memo[Any] | None = None) -> AttemptResult:
     """Sign and POST one delivery (to an inbox of ours: hand it to the inbox pipeline in
     this process, server/federation/local.py). Never raises: failures are results."""
     key = ctx.private_key(job.private_key_pem) if job.private_key_pem else ctx.instance_private_key
@@ -241,58 +242,98 @@ async def record(
 ) -> delivery.Outcome | None:
     """Write the attempt, the next step and the host's health; None if our lease was lost
     meanwhile."""
+    [outcome] = await record_many(ctx, [(token, result)], now=now, rng=rng)
+    return outcome
+
+
+async def record_many(
+    ctx: Context,
+    results: list[tuple[str, AttemptResult]],
+    *,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> list[delivery.Outcome | None]:
+    """:func:`record` for several attempts (each with its claim token) in one transaction;
+    the outcomes in the same order."""
     policy = hosts.Policy.of(ctx.settings)
+    outcomes: list[delivery.Outcome | None] = []
+    written: list[tuple[Delivery, AttemptResult, delivery.Schedule]] = []
     async with ctx.sessions() as session, session.begin():
-        row = (
-            await session.scalars(
-                select(Delivery).where(
-                    Delivery.id == result.delivery_id, Delivery.claim_token == token
-                )
-            )
-        ).first()
-        if row is None or row.status != DeliveryStatus.PENDING:
-            return None
-        row.attempts += 1
-        plan = delivery.schedule(
-            status=result.status,
-            attempts=row.attempts,
-            max_attempts=ctx.settings.delivery_max_attempts,
-            now=now,
-            retry_after_header=result.retry_after,
-            rng=rng,
-        )
-        if result.final:
-            plan = delivery.Schedule(delivery.Outcome.FAILED, None)
-        row.last_status = result.status
-        row.last_error = result.error
-        row.claimed_until = None
-        row.claim_token = None
-        if plan.outcome is delivery.Outcome.DELIVERED:
-            row.status = DeliveryStatus.DELIVERED
-            row.delivered_at = now
-        elif plan.outcome is delivery.Outcome.FAILED:
-            row.status = DeliveryStatus.FAILED
-        else:
-            assert plan.next_attempt_at is not None
-            row.next_attempt_at = plan.next_attempt_at
-        session.add(
-            DeliveryAttempt(
-                delivery_id=row.id,
-                attempted_at=now,
-                status_code=result.status,
-                error=result.error,
-                outcome=plan.outcome.value,
-                next_attempt_at=plan.next_attempt_at,
-            )
-        )
-        await session.flush()
-        if not result.final and row.host:
+        ids = [result.delivery_id for _, result in results]
+        rows = {
+            row.id: row
+            for row in (await session.scalars(select(Delivery).where(Delivery.id.in_(ids)))).all()
+        }
+        answered: set[str] = set()
+        for token, result in results:
+            row = rows.get(result.delivery_id)
+            if row is None or row.claim_token != token or row.status != DeliveryStatus.PENDING:
+                outcomes.append(None)
+                continue
+            plan = _settle(ctx, session, row, result, now=now, rng=rng)
+            outcomes.append(plan.outcome)
+            written.append((row, result, plan))
+            if result.final or not row.host:
+                continue
             if hosts.is_host_failure(result.status):
                 await hosts.on_failure(
                     session, row.host, result.error, now=now, policy=policy, probe=row.id
                 )
-            else:
+            elif row.host not in answered:  # one answer reopens a host; the rest add nothing
+                answered.add(row.host)
                 await hosts.on_success(session, row.host, now=now, policy=policy)
+    for row, result, plan in written:
+        _log_outcome(row, result, plan)
+    return outcomes
+
+
+def _settle(
+    ctx: Context,
+    session: AsyncSession,
+    row: Delivery,
+    result: AttemptResult,
+    *,
+    now: datetime,
+    rng: random.Random | None,
+) -> delivery.Schedule:
+    """Apply one attempt's result to its row and add it to the row's history."""
+    row.attempts += 1
+    plan = delivery.schedule(
+        status=result.status,
+        attempts=row.attempts,
+        max_attempts=ctx.settings.delivery_max_attempts,
+        now=now,
+        retry_after_header=result.retry_after,
+        rng=rng,
+    )
+    if result.final:
+        plan = delivery.Schedule(delivery.Outcome.FAILED, None)
+    row.last_status = result.status
+    row.last_error = result.error
+    row.claimed_until = None
+    row.claim_token = None
+    if plan.outcome is delivery.Outcome.DELIVERED:
+        row.status = DeliveryStatus.DELIVERED
+        row.delivered_at = now
+    elif plan.outcome is delivery.Outcome.FAILED:
+        row.status = DeliveryStatus.FAILED
+    else:
+        assert plan.next_attempt_at is not None
+        row.next_attempt_at = plan.next_attempt_at
+    session.add(
+        DeliveryAttempt(
+            delivery_id=row.id,
+            attempted_at=now,
+            status_code=result.status,
+            error=result.error,
+            outcome=plan.outcome.value,
+            next_attempt_at=plan.next_attempt_at,
+        )
+    )
+    return plan
+
+
+def _log_outcome(row: Delivery, result: AttemptResult, plan: delivery.Schedule) -> None:
     if plan.outcome is delivery.Outcome.FAILED:
         log.warning("delivery %s to %s failed for good: %s", row.id, row.inbox_uri, result.error)
     elif plan.outcome is delivery.Outcome.RETRY:
@@ -306,7 +347,6 @@ async def record(
             (result.error or "")[:200],
             plan.next_attempt_at.isoformat(timespec="seconds"),
         )
-    return plan.outcome
 
 
 class Slots:
@@ -332,7 +372,11 @@ class Slots:
         self.ready: list[tuple[str, datetime, Job]] = []  # claimed, waiting for a slot
         self.tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
-        self.memo: Memo[object] = Memo(ttl=ctx.settings.read_cache_seconds)
+        self.memo: Memo[Any] = Memo(ttl=ctx.settings.read_cache_seconds)
+        # Results waiting to be written, and the task writing them (group commit: the
+        # results that end while one transaction commits go into the next one).
+        self.unrecorded: list[tuple[str, AttemptResult, asyncio.Future[None]]] = []
+        self.recorder: asyncio.Task[None] | None = None
 
     def now(self) -> datetime:
         return self.fixed_now or self.ctx.clock()
@@ -363,8 +407,7 @@ class Slots:
             gone = AttemptResult(missing, None, "activity no longer exists", None, final=True)
             await record(self.ctx, gone, token=token, now=self.now(), rng=self.rng)
         # Rows queued before their domain was blocked: failed without a request.
-        async with self.ctx.sessions() as session:
-            blocked = await delivery.blocked_domains(session)
+        blocked: frozenset[str] = await self.memo.get(("domain blocks",), self._blocked)
         for job in jobs:
             if blocked and delivery.is_blocked_host(delivery.host_of_uri(job.inbox_uri), blocked):
                 refused = AttemptResult(
@@ -374,6 +417,10 @@ class Slots:
             else:
                 self.ready.append((token, now, job))
         return len(ids)
+
+    async def _blocked(self) -> frozenset[str]:
+        async with self.ctx.sessions() as session:
+            return await delivery.blocked_domains(session)
 
     def _start(self) -> None:
         # A row is sent only if its lease outlasts the slowest attempt, with a margin.
@@ -398,7 +445,7 @@ class Slots:
                 self.aside += 1
                 self.changed.set()
             result = await sending
-            await record(self.ctx, result, token=token, now=self.now(), rng=self.rng)
+            await self._record(token, result)
         except Exception:  # a database hiccup: the lease expires and the row is retried
             log.exception("delivery %s not recorded", job.delivery_id)
         finally:
@@ -408,6 +455,33 @@ class Slots:
                 self.aside -= 1
             self.tasks.discard(asyncio.current_task())
             self.changed.set()
+
+    async def _record(self, token: str, result: AttemptResult) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.unrecorded.append((token, result, done))
+        if self.recorder is None or self.recorder.done():
+            self.recorder = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self.unrecorded:
+            batch, self.unrecorded = self.unrecorded[:BATCH], self.unrecorded[BATCH:]
+            try:
+                await record_many(
+                    self.ctx, [(t, r) for t, r, _ in batch], now=self.now(), rng=self.rng
+                )
+            except Exception:
+                # One bad row must not cost the others their record: each alone, then.
+                for token, result, done in batch:
+                    try:
+                        await record(self.ctx, result, token=token, now=self.now(), rng=self.rng)
+                    except Exception as exc:
+                        done.set_exception(exc)
+                    else:
+                        done.set_result(None)
+                continue
+            for _, _, done in batch:
+                done.set_result(None)
 
     async def wait(self) -> None:
         """Until an attempt ends or moves aside (since ``changed`` was last cleared: the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from starlette.datastructures import Headers
 
@@ -41,7 +42,7 @@ async def deliver(
     *,
     key_id: str,
     private_key: PrivateKey,
-    memo: Memo[object],
+    memo: Memo[Any],
     now: datetime,
 ) -> tuple[int, str | None]:
     """(HTTP status the inbox would answer, error or None). Never raises for bad input."""
