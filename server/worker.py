@@ -208,17 +208,27 @@ async def attempt(ctx: Context, job: Job, *, memo: Memo[Any] | None = None) -> A
             memo=memo if memo is not None else Memo(ttl=0),
             now=ctx.clock(),
         )
-        return AttemptResult(job.delivery_id, status, error, None)
+        return AttemptResult(job.delivery_id, status, readable(error) if error else None, None)
     auth = SignatureAuth(job.key_id, key, ctx.clock)
     try:
         response = await ctx.client.post(job.inbox_uri, job.body, auth=auth)
     except (httpx.HTTPError, TimeoutError, OSError, InterOccError) as exc:
         message = exc.message if isinstance(exc, InterOccError) else _describe(exc)
-        return AttemptResult(job.delivery_id, None, message[:500], None)
-    error = None if response.is_success else response.text[:500]
+        return AttemptResult(job.delivery_id, None, readable(message), None)
+    error = None if response.is_success else readable(response.text)
     return AttemptResult(
         job.delivery_id, response.status_code, error, response.headers.get("retry-after")
     )
+
+
+_UNPRINTABLE = dict.fromkeys(c for c in range(32) if chr(c) not in "\t\n")
+
+
+def readable(text: str) -> str:
+    """What a remote server answered, fit to store and show: at most 500 characters, no
+    control characters (PostgreSQL refuses NUL in text, and a row that cannot be written
+    would be retried for ever)."""
+    return text[:500].translate(_UNPRINTABLE)
 
 
 def _describe(exc: BaseException) -> str:

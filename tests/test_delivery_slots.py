@@ -312,3 +312,35 @@ async def test_release_is_spread_at_the_set_rate(
     assert health is not None and health.state is HostState.AVAILABLE
     held = [r for r in await rows(ctx) if r.status is DeliveryStatus.PENDING]
     assert [r.next_attempt_at for r in held] == [t1 + timedelta(seconds=2 * i) for i in (1, 2, 3)]
+
+
+async def test_a_batch_that_cannot_be_written_is_written_row_by_row(
+    running: tuple[object, asyncio.Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results are written in group commits; if a whole batch fails, each result is written
+    alone, so one bad row never costs the others their record."""
+    start, _ = running
+    ctx: Context = await start()  # type: ignore[operator]
+    await approved_assembly(ctx, "plaza")
+    await follow_from(ctx, "plaza", [f"https://s{n}.example/inbox" for n in range(4)])
+    await post(ctx, "plaza", "Recorded.")
+    token, ids = await worker.claim(ctx, now=ctx.clock(), limit=10)
+    assert len(ids) == 4
+    batches: list[int] = []
+    whole = worker.record_many
+
+    async def failing_batches(
+        c: Context, results: list[tuple[str, worker.AttemptResult]], **kw: object
+    ) -> list[object]:
+        batches.append(len(results))
+        if len(results) > 1:
+            raise RuntimeError("the batch's transaction failed")
+        return await whole(c, results, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker, "record_many", failing_batches)
+    slots = worker.Slots(ctx)
+    # Four results at once: one batch (refused as a whole), then one by one.
+    results = [worker.AttemptResult(i, 202, None, None) for i in ids]
+    await asyncio.gather(*(slots._record(token, r) for r in results))
+    assert batches == [4, 1, 1, 1, 1]
+    assert {r.status for r in await rows(ctx)} == {DeliveryStatus.DELIVERED}

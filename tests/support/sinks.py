@@ -41,6 +41,7 @@ class Host:
     port: int
     delay: float = 0.0
     status: int = 202
+    answer: bytes = b""
     received: list[Received] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
@@ -90,8 +91,10 @@ class Sinks:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.sleep(0)  # let the closed transports go
 
-    def live(self, *, delay: float = 0.0, status: int = 202, port: int = 0) -> Host:
-        host = Host("live", port, delay=delay, status=status)
+    def live(
+        self, *, delay: float = 0.0, status: int = 202, answer: bytes = b"", port: int = 0
+    ) -> Host:
+        host = Host("live", port, delay=delay, status=status, answer=answer)
         self._call(self._listen(host, self._serve))
         self.hosts.append(host)
         return host
@@ -160,9 +163,10 @@ class Sinks:
                 finally:
                     host.in_flight -= 1
                 reason = "Accepted" if host.status == 202 else "Error"
-                writer.write(
-                    f"HTTP/1.1 {host.status} {reason}\r\nContent-Length: 0\r\n\r\n".encode()
+                status_line = (
+                    f"HTTP/1.1 {host.status} {reason}\r\nContent-Length: {len(host.answer)}"
                 )
+                writer.write(status_line.encode() + b"\r\n\r\n" + host.answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
