@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from server.context import create_context
 from tests.conftest import make_settings
 from tests.helpers import approved_assembly, post
@@ -32,6 +34,9 @@ def _table(stdout: str) -> list[list[str]]:
     return [line.split("\t") for line in lines[1:]]
 
 
+# The command only prints what server/deliveries.py reads (tested on both engines in
+# tests/test_deliveries_read.py): one engine is enough here.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_deliveries_by_host_and_status(database_url: str) -> None:
     made = asyncio.run(_scene(database_url))
 
