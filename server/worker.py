@@ -158,6 +158,17 @@ async def claim(ctx: Context, *, now: datetime, limit: int = BATCH) -> tuple[str
     return token, ids
 
 
+async def unclaim(ctx: Context, claims: list[tuple[str, int]]) -> None:
+    """Hand back claimed rows that were not attempted: due again for any worker now."""
+    async with ctx.sessions() as session, session.begin():
+        for token, delivery_id in claims:
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.claim_token == token)
+                .values(claimed_until=None, claim_token=None)
+            )
+
+
 @dataclass(frozen=True)
 class Job:
     delivery_id: int
@@ -500,8 +511,14 @@ class Slots:
 
     async def aclose(self, grace: float | None = None) -> None:
         """Let the attempts in flight finish and record; after ``grace`` seconds cancel the
-        rest (their leases run out and another claim retries them)."""
-        self.ready.clear()
+        rest (their leases run out and another claim retries them). Rows claimed ahead and
+        not started are handed back at once."""
+        waiting, self.ready = self.ready, []
+        if waiting:
+            try:
+                await unclaim(self.ctx, [(token, job.delivery_id) for token, _, job in waiting])
+            except Exception:  # their leases run out instead
+                log.exception("claims not handed back")
         if not self.tasks:
             return
         _, pending = await asyncio.wait(set(self.tasks), timeout=grace)

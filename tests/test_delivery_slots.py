@@ -344,3 +344,24 @@ async def test_a_batch_that_cannot_be_written_is_written_row_by_row(
     await asyncio.gather(*(slots._record(token, r) for r in results))
     assert batches == [4, 1, 1, 1, 1]
     assert {r.status for r in await rows(ctx)} == {DeliveryStatus.DELIVERED}
+
+
+async def test_rows_claimed_ahead_and_not_sent_are_handed_back(
+    running: tuple[object, asyncio.Event],
+) -> None:
+    start, _ = running
+    ctx: Context = await start(delivery_concurrency=1)  # type: ignore[operator]
+    with Sinks() as sinks:
+        hosts_ = [sinks.live() for _ in range(3)]
+        await approved_assembly(ctx, "plaza")
+        await follow_from(ctx, "plaza", [h.inbox() for h in hosts_])
+        await post(ctx, "plaza", "One at a time.")
+        # One slot: two rows are claimed (one to send, one ahead); the run stops after them.
+        assert await worker.run_once(ctx, limit=1) == 2
+    found = await rows(ctx)
+    assert (
+        sorted(r.status for r in found) == [DeliveryStatus.DELIVERED] + [DeliveryStatus.PENDING] * 2
+    )
+    # The one claimed ahead is free again at once, not leased until its lease runs out.
+    assert all(r.claim_token is None and r.claimed_until is None for r in found)
+    assert sum(len(h.received) for h in hosts_) == 1

@@ -85,10 +85,14 @@ class Sinks:
                 host.server.close()
         for writer in self._hung + self._open:
             writer.close()
+        # Closed connections end their handlers (end of stream); a task cancelled instead
+        # makes asyncio log an error from the stream's own callback.
         tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=2)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         await asyncio.sleep(0)  # let the closed transports go
 
     def live(
