@@ -252,6 +252,8 @@ async def require_active(session: AsyncSession, handle: str) -> Assembly:
     assembly = await get(session, handle)
     if assembly.status != AssemblyStatus.APPROVED:
         raise BadRequest(f"{assembly.handle} is {assembly.status.value}: it cannot publish")
+    if assembly.moved_to:
+        raise Conflict(f"{assembly.handle} has moved to {assembly.moved_to}: it cannot publish")
     return assembly
 
 

@@ -308,6 +308,41 @@ async def cmd_follow(settings: Settings, args: argparse.Namespace) -> None:
         await ctx.aclose()
 
 
+async def cmd_assembly_alias(settings: Settings, args: argparse.Namespace) -> None:
+    from server import moving
+
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        target = args.add or args.remove
+        # WebFinger and the actor fetch happen before the write transaction.
+        await moving.prepare(ctx, target)
+        async with ctx.sessions() as session, session.begin():
+            if args.add:
+                uri = await moving.add_alias(session, ctx, handle=args.handle, target=target)
+                print(f"{args.handle} is also known as {uri}")
+            else:
+                uri = await moving.remove_alias(session, ctx, handle=args.handle, target=target)
+                print(f"{args.handle} is no longer known as {uri}")
+    finally:
+        await ctx.aclose()
+
+
+async def cmd_assembly_move(settings: Settings, args: argparse.Namespace) -> None:
+    from server import moving
+
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        await moving.prepare(ctx, args.to)
+        target = await moving.current_target(ctx, args.to)
+        async with ctx.sessions() as session, session.begin():
+            await moving.move(session, ctx, handle=args.handle, target=target, now=ctx.clock())
+        print(f"{args.handle} moved to {target.uri}; its followers are told so")
+    finally:
+        await ctx.aclose()
+
+
 async def cmd_unfollow(settings: Settings, args: argparse.Namespace) -> None:
     async def run(ctx: Context, session: AsyncSession) -> None:
         row = await following.unfollow(
@@ -491,6 +526,18 @@ def _parser() -> argparse.ArgumentParser:
     for action in ("approve", "suspend"):
         assembly.add_parser(action).add_argument("handle")
     assembly.add_parser("list")
+    alias = assembly.add_parser(
+        "alias", help="list (or unlist) another identity of the assembly (alsoKnownAs)"
+    )
+    alias.add_argument("handle")
+    which = alias.add_mutually_exclusive_group(required=True)
+    which.add_argument("--add", metavar="TARGET", help="@name@host or an actor URL")
+    which.add_argument("--remove", metavar="TARGET", help="@name@host or an actor URL")
+    move = assembly.add_parser(
+        "move", help="move the assembly to another identity that lists it as an alias"
+    )
+    move.add_argument("handle")
+    move.add_argument("--to", required=True, metavar="TARGET", help="@name@host or an actor URL")
 
     admin = sub.add_parser("admin", help="instance administrators' accounts").add_subparsers(
         dest="action", required=True
@@ -555,6 +602,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("assembly", "approve"): cmd_assembly_approve,
     ("assembly", "suspend"): cmd_assembly_suspend,
     ("assembly", "list"): cmd_assembly_list,
+    ("assembly", "alias"): cmd_assembly_alias,
+    ("assembly", "move"): cmd_assembly_move,
     ("admin", "create"): cmd_admin_create,
     ("admin", "reset-password"): cmd_admin_reset_password,
     ("post", None): cmd_post,

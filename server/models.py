@@ -133,6 +133,11 @@ class Assembly(Base):
     # Whether the followers and following collections list their members; by default they
     # give only their totals (who follows an assembly can endanger them).
     publish_social_graph: Mapped[bool] = mapped_column(default=False)
+    # Moving (server/moving.py): the assembly's other identities (actor ids), as its actor's
+    # alsoKnownAs; and, once it has moved, where to (its actor's movedTo) and when.
+    also_known_as: Mapped[list[str]] = mapped_column(JSON, default=list)
+    moved_to: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    moved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     private_key_pem: Mapped[str] = mapped_column(Text)
     public_key_pem: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -208,3 +208,33 @@ def server(settings: Settings, port: int) -> Iterator[ServerThread]:
     thread = ServerThread(ProcessInboxNow(create_app(settings)), port=port).start()
     yield thread
     thread.stop()
+
+
+# -- a second instance, for tests between two InterOcc instances --------------------------
+
+
+@pytest.fixture
+def second_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """Instance B's own database, migrated like the first."""
+    yield from fresh_database(backend, request, tmp_path / "instance-b.sqlite3")
+
+
+@pytest.fixture
+def port_b() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def ctx_b(second_database_url: str, port_b: int) -> AsyncIterator[Context]:
+    context = await create_context(make_settings(second_database_url, f"http://127.0.0.1:{port_b}"))
+    yield context
+    await context.aclose()
+
+
+@pytest.fixture
+def server_b(ctx_b: Context, port_b: int) -> Iterator[ServerThread]:
+    thread = ServerThread(ProcessInboxNow(create_app(ctx_b.settings)), port=port_b).start()
+    yield thread
+    thread.stop()

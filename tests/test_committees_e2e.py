@@ -7,8 +7,7 @@ reaches B, B's Accept reaches A, B's Create reaches A's timeline, and so on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,8 +24,7 @@ from server import (
     timeline,
     worker,
 )
-from server.app import create_app
-from server.context import Context, create_context
+from server.context import Context
 from server.federation import inbox_queue
 from server.models import (
     Following,
@@ -37,44 +35,15 @@ from server.models import (
     Share,
     TimelineEntry,
 )
-from tests.conftest import fresh_database, make_settings
 from tests.helpers import approved_assembly, count, post
-from tests.support.inbox import ProcessInboxNow
 from tests.support.peer import Peer
-from tests.support.servers import ServerThread, free_port
+from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
 
 COMMUNIQUE = (
     "The **General Assembly of Plaza del Sol** calls on every assembly to meet on Sunday. #InterOcc"
 )
-
-
-@pytest.fixture
-def second_database_url(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[str]:
-    """Instance B's own database, migrated like the first."""
-    yield from fresh_database(backend, request, tmp_path / "instance-b.sqlite3")
-
-
-@pytest.fixture
-def port_b() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def ctx_b(second_database_url: str, port_b: int) -> AsyncIterator[Context]:
-    context = await create_context(make_settings(second_database_url, f"http://127.0.0.1:{port_b}"))
-    yield context
-    await context.aclose()
-
-
-@pytest.fixture
-def server_b(ctx_b: Context, port_b: int) -> Iterator[ServerThread]:
-    thread = ServerThread(ProcessInboxNow(create_app(ctx_b.settings)), port=port_b).start()
-    yield thread
-    thread.stop()
 
 
 @pytest.fixture

@@ -58,6 +58,7 @@ async def send(
     cc: list[str] | None = None,
     communique_id: int | None = None,
     context: list[Any] | None = None,
+    target: str | None = None,
 ) -> Sent:
     """Record an activity of ``assembly`` (None: the instance actor, signed with the
     instance key) and queue it for each distinct inbox, in the caller's transaction.
@@ -84,6 +85,7 @@ async def send(
             cc=cc,
             published=now,
             context=context,
+            target=target,
         ),
         public=public,
         created_at=now,

@@ -22,6 +22,8 @@ EXTENSION_CONTEXT: dict[str, Any] = {
     "manuallyApprovesFollowers": "as:manuallyApprovesFollowers",
     "sensitive": "as:sensitive",
     "Hashtag": "as:Hashtag",
+    # ActivityStreams' context defines alsoKnownAs, not movedTo (Mastodon's spelling).
+    "movedTo": {"@id": "as:movedTo", "@type": "@id"},
     "toot": "http://joinmastodon.org/ns#",
     "featured": {"@id": "toot:featured", "@type": "@id"},
     "discoverable": "toot:discoverable",
@@ -111,6 +113,12 @@ def build_assembly_actor(urls: Urls, assembly: Assembly) -> Doc:
     if assembly.header_url:
         # Mastodon shows an actor's `image` as its profile header.
         document["image"] = {"type": "Image", "url": assembly.header_url}
+    if assembly.also_known_as:
+        # The assembly's other identities: a Move to one of them is believed only if it
+        # names this one back (server/moving.py).
+        document["alsoKnownAs"] = list(assembly.also_known_as)
+    if assembly.moved_to:
+        document["movedTo"] = assembly.moved_to
     return document
 
 
@@ -203,6 +211,7 @@ def build_activity(
     cc: list[str] | None = None,
     published: datetime | None = None,
     context: list[Any] | None = None,
+    target: str | None = None,
 ) -> Doc:
     doc: Doc = {
         "@context": context or CONTEXT,
@@ -216,6 +225,8 @@ def build_activity(
     if published is not None:
         doc["published"] = iso(published)
     doc["object"] = obj
+    if target is not None:
+        doc["target"] = target
     return doc
 
 

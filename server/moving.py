@@ -1,0 +1,149 @@
+"""Moving an assembly to another identity, as Mastodon moves an account.
+
+An assembly lists its other identities (on a sibling instance, say) as aliases: its actor's
+``alsoKnownAs``. To move, the new identity must list the old one in *its* ``alsoKnownAs``
+(each side vouches for the other); then ``Move{actor: old, object: old, target: new}`` goes to
+every follower's inbox, and their servers (Mastodon, GoToSocial, Misskey, Fedify apps…)
+check the new identity's aliases and follow it instead. The old actor then carries
+``movedTo``, its pages say where it went, and it can no longer publish.
+
+Network lookups (WebFinger, the target's actor document) happen in :func:`prepare`,
+outside any transaction; the changes are made in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server import assemblies, following
+from server.activitypub import delivery, outbox
+from server.activitypub.actors import fetch_document
+from server.activitypub.jsonld import as_list, id_of
+from server.activitypub.vocab import build_assembly_actor
+from server.context import Context
+from server.errors import BadRequest, Conflict, NotFound, RemoteError
+from server.models import Activity, Assembly, AssemblyStatus
+
+MAX_ALIASES = 10
+
+
+@dataclass(frozen=True)
+class Target:
+    """Another identity, as it is now: its actor id and the aliases it lists."""
+
+    uri: str
+    aliases: frozenset[str]
+
+
+async def prepare(ctx: Context, target: str) -> None:
+    """Resolve ``target`` (@name@host or an actor URL) over the network, outside any
+    transaction, so that the calls below find it cached."""
+    await following.prefetch(ctx, target)
+
+
+async def _resolve(session: AsyncSession, ctx: Context, target: str) -> str:
+    actor = await following.resolve_actor(session, ctx, target)
+    return actor.uri
+
+
+async def add_alias(session: AsyncSession, ctx: Context, *, handle: str, target: str) -> str:
+    """List ``target`` among the assembly's other identities; returns its actor id."""
+    assembly = await assemblies.require_active(session, handle)
+    uri = await _resolve(session, ctx, target)
+    if uri == ctx.urls.actor(assembly.handle):
+        raise BadRequest("an assembly is not an alias of itself")
+    aliases = list(assembly.also_known_as or [])
+    if uri in aliases:
+        raise Conflict(f"{uri} is already an alias of {assembly.handle}")
+    if len(aliases) >= MAX_ALIASES:
+        raise BadRequest(f"an assembly has at most {MAX_ALIASES} aliases")
+    assembly.also_known_as = [*aliases, uri]
+    await _announce(session, ctx, assembly, now=ctx.clock())
+    return uri
+
+
+async def remove_alias(session: AsyncSession, ctx: Context, *, handle: str, target: str) -> str:
+    """Take ``target`` (an alias's actor id, handle or URL) off the assembly's aliases."""
+    assembly = await assemblies.get(session, handle)
+    aliases = list(assembly.also_known_as or [])
+    uri = target.strip() if target.strip() in aliases else await _resolve(session, ctx, target)
+    if uri not in aliases:
+        raise NotFound(f"{uri} is not an alias of {assembly.handle}")
+    assembly.also_known_as = [a for a in aliases if a != uri]
+    await _announce(session, ctx, assembly, now=ctx.clock())
+    return uri
+
+
+async def current_target(ctx: Context, target: str) -> Target:
+    """The identity ``target`` names, with the aliases its actor lists *now*: fetched from
+    its origin (or read here, for an assembly of this instance), never from a cache."""
+    async with ctx.sessions() as session:
+        uri = await _resolve(session, ctx, target)
+        if ctx.urls.is_local(uri):
+            handle = uri.removeprefix(ctx.urls.actor(""))
+            local = (
+                await session.scalars(select(Assembly).where(Assembly.handle == handle))
+            ).first()
+            if local is None or local.status != AssemblyStatus.APPROVED:
+                raise BadRequest(f"{uri} is not an assembly that federates")
+            return Target(uri, frozenset(local.also_known_as or []))
+    try:
+        document = await fetch_document(ctx, uri)
+    except RemoteError as exc:
+        raise BadRequest(f"cannot read {uri}: {exc.message}") from exc
+    aliases = {id_of(a) for a in as_list(document.get("alsoKnownAs"))}
+    return Target(uri, frozenset(a for a in aliases if a))
+
+
+async def move(
+    session: AsyncSession, ctx: Context, *, handle: str, target: Target, now: datetime
+) -> Activity:
+    """Move the assembly to ``target``: refused unless the target names this assembly among
+    its aliases. Sends the Move to every follower inbox and marks the assembly moved."""
+    assembly = await assemblies.require_active(session, handle)
+    origin = ctx.urls.actor(assembly.handle)
+    if target.uri == origin:
+        raise BadRequest("an assembly cannot move to itself")
+    if origin not in target.aliases:
+        raise BadRequest(
+            f"{target.uri} does not list {origin} among its aliases (alsoKnownAs): "
+            "add this assembly as an alias there first"
+        )
+    if target.uri not in (assembly.also_known_as or []):
+        assembly.also_known_as = [*(assembly.also_known_as or []), target.uri]
+    sent = await outbox.send(
+        session,
+        ctx.urls,
+        ctx.wake,
+        assembly=assembly,
+        activity_type="Move",
+        obj=origin,
+        target=target.uri,
+        to=[ctx.urls.followers(assembly.handle)],
+        inboxes=await delivery.follower_inboxes(session, assembly.id),
+        public=True,
+        now=now,
+    )
+    assembly.moved_to = target.uri
+    assembly.moved_at = now
+    await _announce(session, ctx, assembly, now=now)
+    return sent.activity
+
+
+async def _announce(
+    session: AsyncSession, ctx: Context, assembly: Assembly, *, now: datetime
+) -> None:
+    """Followers' servers get the actor as it now is (aliases, movedTo)."""
+    await session.flush()
+    await assemblies.announce_profile(
+        session,
+        ctx.urls,
+        assembly=assembly,
+        actor_document=build_assembly_actor(ctx.urls, assembly),
+        now=now,
+        wake=ctx.wake,
+    )
