@@ -84,14 +84,33 @@ async def receive_follow(
         follower.follow_uri = follow_uri
         await session.flush()
         return follower.status != FollowerStatus.ACCEPTED
-    held = (await instance.load(session, ctx.settings)).follow_approval
+    # A follower that moved here (a verified Move, server/moving.py) keeps its place: its
+    # new identity is accepted at once, and its old one is no longer a follower.
+    previous = (
+        await session.scalars(
+            select(Follower)
+            .join(RemoteActor, RemoteActor.id == Follower.actor_id)
+            .where(
+                Follower.assembly_id == assembly.id,
+                Follower.status == FollowerStatus.ACCEPTED,
+                RemoteActor.moved_to == actor.uri,
+            )
+        )
+    ).first()
+    if previous is not None:
+        await session.delete(previous)
+    held = (
+        False
+        if previous is not None
+        else (await instance.load(session, ctx.settings)).follow_approval
+    )
     follower = Follower(
         assembly_id=assembly.id,
         actor_id=actor.id,
         follow_uri=follow_uri,
         status=(
             FollowerStatus.PENDING
-            if held or assembly.manually_approves_followers
+            if previous is None and (held or assembly.manually_approves_followers)
             else FollowerStatus.ACCEPTED
         ),
         held_for_admin=held,

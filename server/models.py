@@ -317,6 +317,8 @@ class RemoteActor(Base):
     url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     document: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set by a verified Move (server/moving.py): the identity this actor moved to.
+    moved_to: Mapped[str | None] = mapped_column(String(2048), nullable=True)
 
     @property
     def delivery_inbox(self) -> str:

@@ -9,26 +9,32 @@ check the new identity's aliases and follow it instead. The old actor then carri
 
 Network lookups (WebFinger, the target's actor document) happen in :func:`prepare`,
 outside any transaction; the changes are made in the caller's transaction.
+
+The other way (:func:`receive_move`): an actor our assemblies follow, or that follows them,
+moves; our follows move with it, and its new identity is accepted as a follower at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assemblies, following
 from server.activitypub import delivery, outbox
-from server.activitypub.actors import fetch_document
+from server.activitypub.actors import fetch_actor, fetch_document, store_actor
 from server.activitypub.jsonld import as_list, id_of
 from server.activitypub.vocab import build_assembly_actor
 from server.context import Context
-from server.errors import BadRequest, Conflict, NotFound, RemoteError
-from server.models import Activity, Assembly, AssemblyStatus
+from server.errors import BadRequest, Conflict, Forbidden, NotFound, RemoteError
+from server.models import Activity, Assembly, AssemblyStatus, Following, RemoteActor
 
 MAX_ALIASES = 10
+
+Doc = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -147,3 +153,63 @@ async def _announce(
         now=now,
         wake=ctx.wake,
     )
+
+
+# -- a Move from elsewhere ------------------------------------------------------------------
+
+
+async def receive_move(
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    origin: str,
+    target: str,
+    target_document: Doc | None,
+    now: datetime,
+) -> bool:
+    """A verified ``Move`` of ``origin`` (the signer, who is also the object) to ``target``.
+
+    Believed only if the target, as its origin serves it now (``target_document``, fetched
+    before the transaction; read here for an assembly of this instance), names ``origin``
+    among its aliases: Mastodon's check. Then every assembly of ours that follows
+    ``origin`` follows ``target`` instead (Undo, then Follow), and ``origin`` is marked
+    moved, so that when ``target`` follows an assembly that ``origin`` followed, it is
+    accepted at once (:func:`server.followers.receive_follow`). Returns False if it
+    changed nothing.
+    """
+    if target == origin:
+        raise BadRequest("a Move needs a target other than its object")
+    if ctx.urls.is_local(target):
+        handle = target.removeprefix(ctx.urls.actor(""))
+        local = (await session.scalars(select(Assembly).where(Assembly.handle == handle))).first()
+        if local is None or local.status != AssemblyStatus.APPROVED:
+            raise Forbidden("the Move's target is no assembly of this instance")
+        aliases = set(local.also_known_as or [])
+        target_actor = await fetch_actor(session, ctx, target)
+    else:
+        if target_document is None or id_of(target_document.get("id")) != target:
+            raise Forbidden("the Move's target could not be read from its origin")
+        aliases = {a for a in map(id_of, as_list(target_document.get("alsoKnownAs"))) if a}
+        target_actor = await store_actor(session, ctx, target_document)
+    if origin not in aliases:
+        raise Forbidden("the Move's target does not name its object among its aliases")
+    moved = (await session.scalars(select(RemoteActor).where(RemoteActor.uri == origin))).first()
+    if moved is not None:
+        moved.moved_to = target
+    follows = (
+        await session.scalars(
+            select(Assembly)
+            .join(Following, Assembly.id == Following.assembly_id)
+            .where(Following.target_uri == origin)
+        )
+    ).all()
+    for assembly in follows:
+        await following.unfollow(session, ctx, handle=assembly.handle, target=origin, now=now)
+        if assembly.moved_to or assembly.status != AssemblyStatus.APPROVED:
+            continue
+        if await following.find(session, assembly.id, target_actor.uri) is None:
+            await following.follow(
+                session, ctx, handle=assembly.handle, target=target_actor.uri, now=now
+            )
+    await session.flush()
+    return moved is not None or bool(follows)

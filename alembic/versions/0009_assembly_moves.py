@@ -1,4 +1,5 @@
-"""an assembly's other identities (alsoKnownAs), and where it moved (movedTo)
+"""an assembly's other identities (alsoKnownAs), where it moved (movedTo), and where a remote
+actor moved
 
 Revision ID: 0009
 Revises: 0008
@@ -23,9 +24,13 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("moved_to", sa.String(length=2048), nullable=True))
         batch_op.add_column(sa.Column("moved_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("remote_actors", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("moved_to", sa.String(length=2048), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("remote_actors", schema=None) as batch_op:
+        batch_op.drop_column("moved_to")
     with op.batch_alter_table("assemblies", schema=None) as batch_op:
         batch_op.drop_column("moved_at")
         batch_op.drop_column("moved_to")

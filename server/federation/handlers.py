@@ -24,6 +24,7 @@ from server import (
     following,
     letters,
     moderation,
+    moving,
     polls,
     relays,
     timeline,
@@ -409,4 +410,29 @@ async def handle_announce(incoming: Incoming) -> bool:
         announcer_uri=incoming.actor_uri,
         activity_uri=str(activity["id"]),
         now=now,
+    )
+
+
+def check_move(activity: Doc, actor_uri: str) -> str:
+    """A Move moves its own actor (the signer) to a target; returns the target."""
+    if id_of(activity.get("object")) != actor_uri:
+        raise Forbidden("a Move moves its own actor, no one else")
+    target = id_of(activity.get("target"))
+    if not target or not target.startswith(("https://", "http://")) or len(target) > MAX_LINK:
+        raise BadRequest("a Move needs a target actor")
+    return target
+
+
+@handles("Move")
+async def handle_move(incoming: Incoming) -> bool:
+    """An actor moves to another identity: server.moving checks the target names it back
+    and moves our follows (the target's document was fetched before the transaction)."""
+    target = check_move(incoming.activity, incoming.actor_uri)
+    return await moving.receive_move(
+        incoming.session,
+        incoming.ctx,
+        origin=incoming.actor_uri,
+        target=target,
+        target_document=incoming.prefetched,
+        now=incoming.ctx.clock(),
     )

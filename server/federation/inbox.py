@@ -54,7 +54,13 @@ from server.errors import (
     Unauthorized,
 )
 from server.federation.cache import Memo
-from server.federation.handlers import HANDLERS, Incoming, check_undo, checked_note
+from server.federation.handlers import (
+    HANDLERS,
+    Incoming,
+    check_move,
+    check_undo,
+    checked_note,
+)
 from server.models import InboxActivity
 
 log = logging.getLogger(__name__)
@@ -203,6 +209,8 @@ def check_structure(activity: Doc, actor_uri: str) -> None:
         checked_note(activity, actor_uri)
     elif types[0] == "Undo":
         check_undo(activity, actor_uri)
+    elif types[0] == "Move":
+        check_move(activity, actor_uri)
 
 
 async def _forwarded(ctx: Context, signed: Signed) -> Signed:
@@ -251,6 +259,16 @@ async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
             return await fetch_document(ctx, signed.actor_uri)
         except RemoteError as exc:
             log.info("updated actor %s not fetched: %s", signed.actor_uri[:200], exc.message)
+            return None
+    if raw.get("type") == "Move" and signed.owner_uri == signed.actor_uri:
+        # The target as its origin serves it now: its aliases decide whether the Move holds.
+        target = id_of(raw.get("target"))
+        if not target or ctx.urls.is_local(target) or id_of(raw.get("object")) != signed.actor_uri:
+            return None
+        try:
+            return await fetch_document(ctx, target)
+        except RemoteError as exc:
+            log.info("Move target %s not fetched: %s", target[:200], exc.message)
             return None
     if raw.get("type") != "Announce" or signed.owner_uri != signed.actor_uri:
         return None

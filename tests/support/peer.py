@@ -65,6 +65,8 @@ class PeerActor:
     peer: Peer = field(repr=False)
     username: str
     private_key: rsa.RSAPrivateKey = field(repr=False)
+    # Other identities (Mastodon's account aliases): a Move to this actor names them.
+    also_known_as: list[str] = field(default_factory=list)
 
     # Derived from the peer's address, so actors may be added before Peer.start().
     @property
@@ -92,6 +94,12 @@ class PeerActor:
         return f"{self.username}@{self.peer.host}"
 
     def document(self) -> dict[str, Any]:
+        doc = self._document()
+        if self.also_known_as:
+            doc["alsoKnownAs"] = list(self.also_known_as)
+        return doc
+
+    def _document(self) -> dict[str, Any]:
         return {
             "@context": [AS_CONTEXT, "https://w3id.org/security/v1"],
             "id": self.id,
