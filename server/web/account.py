@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import accounts, assemblies, instance, media, memberships
+from server import accounts, assemblies, instance, media, memberships, moving
 from server.activitypub.vocab import build_assembly_actor
 from server.context import Context
 from server.errors import Conflict, Forbidden, InterOccError, NotFound
@@ -45,6 +45,7 @@ from server.web.session import (
     new_csrf_cookie,
     read_form,
     redirect,
+    require_assembly_admin,
     require_member,
     require_user,
     safe_next,
@@ -356,15 +357,44 @@ def _settings_values(assembly: Assembly) -> dict[str, Any]:
     }
 
 
+async def settings_page(
+    request: Request,
+    user: User,
+    handle: str,
+    *,
+    status: int = 200,
+    form: FormState | None = None,
+    alias_form: FormState | None = None,
+    move_form: FormState | None = None,
+    assembly: Assembly | None = None,
+) -> Response:
+    """The settings page of an assembly, for its admins and the instance's administrators
+    (who may give it other identities and move it, not edit its profile unless they are
+    among its admins). ``assembly`` is the copy to show when the caller has one that a
+    rolled-back transaction left as the person typed it."""
+    async with _ctx(request).sessions() as session:
+        current, membership = await require_assembly_admin(session, user, handle)
+    shown = assembly or current
+    return await render(
+        request,
+        "assembly_settings.html",
+        status=status,
+        assembly=shown,
+        member=membership is not None,
+        edits_profile=membership is not None and membership.role == MemberRole.ADMIN,
+        form=form or FormState(values=_settings_values(shown)),
+        alias_form=alias_form or FormState(),
+        move_form=move_form or FormState(),
+        max_aliases=moving.MAX_ALIASES,
+    )
+
+
 async def assembly_settings(request: Request) -> Response:
     ctx = _ctx(request)
     user = await require_user(request)
     handle = request.path_params["handle"]
     if request.method == "GET":
-        async with ctx.sessions() as session:
-            assembly, _ = await require_member(session, user, handle, admin=True)
-        state = FormState(values=_settings_values(assembly))
-        return await render(request, "assembly_settings.html", assembly=assembly, form=state)
+        return await settings_page(request, user, handle)
 
     # Who may change it is checked before the (possibly large) body is read, and again in
     # the transaction below.
@@ -403,8 +433,8 @@ async def assembly_settings(request: Request) -> Response:
         if isinstance(exc, Forbidden | NotFound):
             raise
         state.fail(exc)
-        return await render(
-            request, "assembly_settings.html", status=exc.status, assembly=assembly, form=state
+        return await settings_page(
+            request, user, handle, status=exc.status, form=state, assembly=assembly
         )
     except BaseException:
         media.remove_files(ctx.settings, files.stored)

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from server import assemblies, communiques, media, polls, ratification
 from server.activitypub import mentions
 from server.context import Context
-from server.errors import BadRequest, Gone
+from server.errors import BadRequest, Conflict, Gone
 from server.models import Assembly, AssemblyStatus, Communique, Media, MediaPurpose, User
 from server.web.pages import render
 from server.web.session import (
@@ -384,7 +384,17 @@ def _not_publishing(assembly: Assembly) -> FormState:
             f"@{assembly.handle} is {assembly.status.value}: it can publish once an "
             "administrator of this instance has approved it."
         )
+    elif assembly.moved_to:
+        form.errors["_form"] = _moved(assembly)
     return form
+
+
+def _moved(assembly: Assembly) -> str:
+    when = f" on {assembly.moved_at:%d %B %Y}" if assembly.moved_at else ""
+    return (
+        f"@{assembly.handle} has moved to {assembly.moved_to}{when}: it no longer publishes "
+        "here. Publish from its new identity."
+    )
 
 
 async def compose(request: Request) -> Response:
@@ -496,7 +506,8 @@ async def _submit(
                 else:
                     url = ctx.urls.communique(current.handle, item.public_id)
                     published = await communiques.edit(session, ctx.urls, url=url, **common)
-    except (BadRequest, Gone) as exc:
+    except (BadRequest, Conflict, Gone) as exc:
+        # Conflict: the assembly has moved (or was moved meanwhile) and no longer publishes.
         media.remove_files(ctx.settings, stored)
         return await _page(
             request,
@@ -504,7 +515,7 @@ async def _submit(
             assembly=assembly,
             form=FormState(values=draft.values()).fail(exc),
             slots=_shown(draft, stored),
-            status=400,
+            status=409 if isinstance(exc, Conflict) else 400,
             files_dropped=any(s.upload is not None for s in draft.slots),
             communique=item,
         )

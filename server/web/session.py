@@ -267,6 +267,26 @@ async def require_member(
     return assembly, membership
 
 
+async def require_assembly_admin(
+    session: AsyncSession, user: User, handle: str
+) -> tuple[Assembly, Membership | None]:
+    """The assembly, for one of its admins or one of the instance's administrators (then the
+    membership is theirs if they have one, else None); Forbidden for anyone else."""
+    if not user.is_admin:
+        return await require_member(session, user, handle, admin=True)
+    assembly = (await session.scalars(select(Assembly).where(Assembly.handle == handle))).first()
+    if assembly is None:
+        raise NotFound("no such assembly")
+    membership = (
+        await session.scalars(
+            select(Membership).where(
+                Membership.assembly_id == assembly.id, Membership.user_id == user.id
+            )
+        )
+    ).first()
+    return assembly, membership
+
+
 def login_redirect_target(exc: LoginRequired) -> str:
     return exc.detail or "/login"
 

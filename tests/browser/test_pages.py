@@ -43,6 +43,7 @@ from playwright.sync_api import (
 )
 from sqlalchemy import select
 
+from server import accounts, assemblies, moving
 from server.context import create_context
 from server.models import Activity, Communique
 from tests.browser.audit import TIMEOUT_MS, Auditor, Visit
@@ -497,6 +498,91 @@ def test_delivery_page_passes_axe_and_csp(
 ) -> None:
     role, visit = DELIVERY_PAGES[name]
     check(auditor, name, visit(servers_in_trouble), role, people)
+
+
+# -- an assembly's other identities and its move ---------------------------------------------
+
+OLD_HANDLE, NEW_HANDLE = "oldplaza", "plazaexile"  # the journey's assembly stays where it is
+
+
+async def _add_assemblies_to_move(site: Site) -> None:
+    """Two more approved assemblies; the journey's facilitator is an admin of the old one."""
+    ctx = await create_context(site.settings)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            user = await accounts.find_by_email(session, FACILITATOR[0])
+            assert user is not None
+            for handle in (OLD_HANDLE, NEW_HANDLE):
+                await assemblies.create(
+                    session,
+                    handle=handle,
+                    name=f"Plaza assembly ({handle})",
+                    requested_by_id=user.id if handle == OLD_HANDLE else None,
+                )
+                await assemblies.approve(session, handle, now=ctx.clock())
+    finally:
+        await ctx.aclose()
+
+
+async def _name_back(site: Site) -> None:
+    """The new identity lists the old one among its aliases (done on its side)."""
+    ctx = await create_context(site.settings)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            target = f"@{OLD_HANDLE}@{site.host}"
+            await moving.add_alias(session, ctx, handle=NEW_HANDLE, target=target)
+    finally:
+        await ctx.aclose()
+
+
+def try_to_move(page: Page) -> None:
+    """The move form, filled and confirmed; refused while the target does not name us."""
+    goto(f"/manage/{OLD_HANDLE}/settings")(page)
+    form = form_with(page, "target")
+    form.locator("[name=target]").fill(f"@{NEW_HANDLE}@{urlsplit(page.url).netloc}")
+    form.locator("[name=confirm]").check()
+    response = submit(page, form)
+    assert response.status == 400, f"answered {response.status}: {shown(page)}"
+    expect(page.locator("#e-target")).to_contain_text("add this assembly as an alias there first")
+
+
+def test_aliases_and_the_move_in_the_settings(
+    browser: Browser, site: Site, people: People, auditor: Auditor
+) -> None:
+    run_async(_add_assemblies_to_move(site))
+    settings = f"/manage/{OLD_HANDLE}/settings"
+    new_uri = f"{site.base_url}/actors/{NEW_HANDLE}"
+    with new_context(browser, site, people.facilitator) as context:
+        page = context.new_page()
+        goto(settings)(page)
+        expect(page.get_by_role("heading", name="Other identities (aliases)")).to_be_visible()
+        form = form_with(page, "alias")
+        form.locator("[name=alias]").fill(f"@{NEW_HANDLE}@{site.host}")
+        response = submit(page, form)
+        assert response.ok and path_of(page) == settings, f"{response.status}: {shown(page)}"
+        expect(page.locator("p.flash")).to_contain_text("is now an alias")
+        expect(page.locator("ul.aliases")).to_contain_text(new_uri)
+    check(auditor, "settings-aliases", goto(settings), "facilitator", people)
+    check(auditor, "settings-move-refused", try_to_move, "facilitator", people)
+
+    run_async(_name_back(site))
+    with new_context(browser, site, people.facilitator) as context:
+        page = context.new_page()
+        goto(settings)(page)
+        form = form_with(page, "target")
+        form.locator("[name=target]").fill(new_uri)
+        # The confirmation is required: the browser does not send the form without it.
+        form.locator("button[type=submit]").click()
+        assert path_of(page) == settings
+        assert form.locator("[name=confirm]").evaluate("e => e.validity.valueMissing")
+        form.locator("[name=confirm]").check()
+        response = submit(page, form)
+        assert response.ok and path_of(page) == settings, f"{response.status}: {shown(page)}"
+        expect(page.locator("p.flash")).to_contain_text(f"has moved to {new_uri}")
+        expect(page.locator(".moved-to")).to_contain_text(f"Moved to {new_uri} on")
+        expect(page.locator("form[action$='/move']")).to_have_count(0)
+    check(auditor, "settings-moved", goto(settings), "facilitator", people)
+    check(auditor, "compose-moved", goto(f"/manage/{OLD_HANDLE}/compose"), "facilitator", people)
 
 
 # -- refusals, as a browser meets them --------------------------------------------------------
