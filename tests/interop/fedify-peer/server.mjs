@@ -32,6 +32,7 @@ import {
   isActor,
   Like,
   Mention,
+  Move,
   Note,
   Person,
   PUBLIC_COLLECTION,
@@ -133,6 +134,7 @@ const state = {
   objects: new Map(), // id -> vocab object created by alice (served by dispatchers)
   notes: [], // ids of alice's notes, newest last
   outbox: [], // ids of alice's Create activities, newest last
+  moves: [], // Moves received, and what alice did about them (see onMove)
 };
 
 // Per-request store, so the inbox listeners (which Fedify calls inline in the
@@ -491,6 +493,7 @@ federation
   .on(Delete, listener())
   .on(Announce, listener())
   .on(Like, listener())
+  .on(Move, listener(onMove))
   .on(Activity, listener()) // any other activity type
   .onUnverifiedActivity(async (ctx, activity, reason) => {
     await recordActivity(ctx, activity, {
@@ -698,6 +701,126 @@ function getOwnNote(noteId) {
   return note;
 }
 
+/** alice follows `target` (handle or URL): the control API and onMove both use it. */
+async function followActor(ctx, targetRef, { sharedInbox = false } = {}) {
+  const target = await resolveActor(ctx, targetRef);
+  const follow = new Follow({
+    id: newObjectUri(ctx, Follow),
+    actor: ctx.getActorUri(USERNAME),
+    object: target.id,
+    to: target.id,
+  });
+  state.objects.set(follow.id.href, follow);
+  state.following.set(target.id.href, {
+    actor: target.id.href,
+    inbox: target.inboxId.href,
+    sharedInbox: target.endpoints?.sharedInbox?.href ?? null,
+    followId: follow.id.href,
+    status: "pending",
+    answerId: null,
+    follow,
+  });
+  const result = await deliver(ctx, [target], follow, { sharedInbox });
+  return { followId: follow.id.href, targetActor: target.id.href, ...result };
+}
+
+/** alice undoes her Follow of `target` (the Follow embedded): control API and onMove. */
+async function unfollowActor(ctx, targetRef, { sharedInbox = false } = {}) {
+  const target = await resolveActor(ctx, targetRef);
+  const f = state.following.get(target.id.href);
+  if (f == null) throw new HttpError(409, `not following ${target.id.href}`);
+  const undo = new Undo({
+    id: newObjectUri(ctx, Undo),
+    actor: ctx.getActorUri(USERNAME),
+    object: f.follow,
+    to: target.id,
+  });
+  state.objects.set(undo.id.href, undo);
+  const result = await deliver(ctx, [target], undo, { sharedInbox });
+  state.following.delete(target.id.href);
+  return { undoId: undo.id.href, followId: f.followId, targetActor: target.id.href, ...result };
+}
+
+// ---------------------------------------------------------------- Move
+// Fedify parses Move (and has verified its signature, and that the key belongs to its
+// actor, before calling the listener) but leaves what a Move means to the application.
+// This peer does as Mastodon does (app/lib/activitypub/activity/move.rb):
+//   1. the actor must be the object: an account moves only itself;
+//   2. the target is fetched fresh (resolveActor: a signed GET, which Fedify does not
+//      cache) and must list the origin in its alsoKnownAs (Fedify: `aliasIds`);
+//   3. then, after the Move has been answered (Mastodon queues a MoveWorker, whose
+//      UnfollowFollowWorker follows the target, then unfollows the origin), each local
+//      actor following the origin (here only alice) follows the target and sends the
+//      origin an Undo{Follow}, through the same code as the control API.
+// Every Move is recorded in state.moves as
+//   {seq, moveId, origin, target, status, reason, followId, undoId}
+// status: "refused" (reason says why), "ignored" (alice does not follow the origin),
+// "moving" (re-follow under way), "moved", or "failed" (reason: the error).
+async function onMove(ctx, move) {
+  const origin = move.actorId?.href ?? null;
+  const target = move.targetId?.href ?? null;
+  const entry = {
+    seq: nextSeq(),
+    moveId: move.id?.href ?? null,
+    origin,
+    target,
+    status: "refused",
+    reason: null,
+    followId: null,
+    undoId: null,
+  };
+  state.moves.push(entry);
+  if (origin == null || move.objectId?.href !== origin) {
+    entry.reason = "the Move's actor is not its object";
+    return;
+  }
+  if (target == null || target === origin) {
+    entry.reason = "the Move has no target other than its object";
+    return;
+  }
+  let targetActor;
+  try {
+    targetActor = await resolveActor(controlContext(), target);
+  } catch (error) {
+    entry.reason = `the target could not be fetched: ${error?.message ?? error}`;
+    return;
+  }
+  if (targetActor.id.href !== target) {
+    entry.reason = `the target's document has another id: ${targetActor.id.href}`;
+    return;
+  }
+  if (!targetActor.aliasIds.some((alias) => alias.href === origin)) {
+    entry.reason = "the target does not list the origin in its alsoKnownAs";
+    return;
+  }
+  if (!state.following.has(origin)) {
+    entry.status = "ignored";
+    entry.reason = "no local actor follows the origin";
+    return;
+  }
+  entry.status = "moving";
+  void refollow(entry); // not awaited: the Move is answered first, as Mastodon does
+}
+
+async function refollow(entry) {
+  const ctx = controlContext();
+  try {
+    entry.followId = (await followActor(ctx, entry.target)).followId;
+    entry.undoId = (await unfollowActor(ctx, entry.origin)).undoId;
+    entry.status = "moved";
+  } catch (error) {
+    entry.status = "failed";
+    entry.reason = String(error?.message ?? error);
+    state.errors.push({
+      seq: nextSeq(),
+      time: new Date().toISOString(),
+      where: "move",
+      activityId: entry.moveId,
+      error: entry.reason,
+    });
+  }
+}
+
 // ---------------------------------------------------------------- control API
 const control = {
   "GET /_control/health": async () => ({
@@ -730,6 +853,7 @@ const control = {
     followers: [...state.followers.values()],
     following: [...state.following.values()].map(({ follow, ...rest }) => rest),
     notes: state.notes,
+    moves: state.moves,
   }),
 
   "GET /_control/logs": async () => ({ logs: LOG_RING }),
@@ -738,6 +862,7 @@ const control = {
     state.activities.length = 0;
     state.incoming.length = 0;
     state.errors.length = 0;
+    state.moves.length = 0;
     outgoing.length = 0;
     LOG_RING.length = 0;
     return { ok: true };
@@ -774,45 +899,11 @@ const control = {
     return info;
   },
 
-  "POST /_control/follow": async (body) => {
-    const ctx = controlContext();
-    const target = await resolveActor(ctx, body.target);
-    const follow = new Follow({
-      id: newObjectUri(ctx, Follow),
-      actor: ctx.getActorUri(USERNAME),
-      object: target.id,
-      to: target.id,
-    });
-    state.objects.set(follow.id.href, follow);
-    state.following.set(target.id.href, {
-      actor: target.id.href,
-      inbox: target.inboxId.href,
-      sharedInbox: target.endpoints?.sharedInbox?.href ?? null,
-      followId: follow.id.href,
-      status: "pending",
-      answerId: null,
-      follow,
-    });
-    const result = await deliver(ctx, [target], follow, { sharedInbox: body.sharedInbox });
-    return { followId: follow.id.href, targetActor: target.id.href, ...result };
-  },
+  "POST /_control/follow": async (body) =>
+    followActor(controlContext(), body.target, { sharedInbox: body.sharedInbox }),
 
-  "POST /_control/unfollow": async (body) => {
-    const ctx = controlContext();
-    const target = await resolveActor(ctx, body.target);
-    const f = state.following.get(target.id.href);
-    if (f == null) throw new HttpError(409, `not following ${target.id.href}`);
-    const undo = new Undo({
-      id: newObjectUri(ctx, Undo),
-      actor: ctx.getActorUri(USERNAME),
-      object: f.follow,
-      to: target.id,
-    });
-    state.objects.set(undo.id.href, undo);
-    const result = await deliver(ctx, [target], undo, { sharedInbox: body.sharedInbox });
-    state.following.delete(target.id.href);
-    return { undoId: undo.id.href, followId: f.followId, targetActor: target.id.href, ...result };
-  },
+  "POST /_control/unfollow": async (body) =>
+    unfollowActor(controlContext(), body.target, { sharedInbox: body.sharedInbox }),
 
   "POST /_control/post": async (body) => createNote(controlContext(), body),
 
