@@ -343,6 +343,125 @@ async def cmd_assembly_move(settings: Settings, args: argparse.Namespace) -> Non
         await ctx.aclose()
 
 
+def _read_passphrase(args: argparse.Namespace, *, twice: bool) -> str:
+    """An archive's passphrase: typed without echo at a terminal (twice for a new archive),
+    else stdin's first line."""
+    if not args.passphrase_stdin and sys.stdin.isatty():
+        passphrase = getpass.getpass("Passphrase: ")
+        if twice and getpass.getpass("Passphrase again: ") != passphrase:
+            raise CommandError("the two passphrases differ")
+    else:
+        passphrase = sys.stdin.readline().rstrip("\r\n")
+    if not passphrase:
+        raise CommandError("no passphrase given")
+    return passphrase
+
+
+async def cmd_assembly_export(settings: Settings, args: argparse.Namespace) -> None:
+    from server import archive
+
+    out = Path(args.out)
+    if await asyncio.to_thread(out.exists):
+        raise CommandError(f"{out} already exists: choose another name")
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        async with ctx.sessions() as session:
+            await assemblies.get(session, args.handle)  # before anyone types a passphrase
+        passphrase = archive.check_passphrase(_read_passphrase(args, twice=True))
+        async with ctx.sessions() as session, session.begin():
+            exported = await archive.export_assembly(
+                session, settings, ctx.urls, handle=args.handle, now=ctx.clock()
+            )
+    finally:
+        await ctx.aclose()
+    data = await asyncio.to_thread(archive.encrypt, exported.zip_data, passphrase)
+    await asyncio.to_thread(archive.write_file, out, data)
+    counts = ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in exported.counts.items())
+    print(f"exported {exported.actor_uri} to {out} ({len(data)} bytes): {counts}")
+    print(f"sha256 {archive.digest(data)}")
+    if exported.missing_files:
+        print(f"warning: {len(exported.missing_files)} files were missing from the media folder")
+
+
+async def cmd_assembly_import(settings: Settings, args: argparse.Namespace) -> None:
+    from server import archive
+
+    data = await asyncio.to_thread(archive.read_file, Path(args.file))
+    handle = assemblies.normalise_handle(args.handle)
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    stored: list[Media] = []
+    try:
+        async with ctx.sessions() as session:
+            if await assemblies.find(session, handle) is not None:
+                raise Conflict(f"an assembly with the handle {handle!r} already exists")
+        passphrase = _read_passphrase(args, twice=False)
+        opened = await asyncio.to_thread(archive.open_archive, data, passphrase)
+        async with ctx.sessions() as session, session.begin():
+            imported = await archive.import_archive(
+                session,
+                settings,
+                ctx.urls,
+                archive=opened,
+                handle=handle,
+                now=ctx.clock(),
+                stored=stored,
+            )
+    except BaseException:
+        media.remove_files(settings, stored)  # the transaction rolled back: no file stays
+        raise
+    finally:
+        await ctx.aclose()
+    c = imported.counts
+    print(f"imported {imported.old_actor_uri} as {handle} (pending approval)")
+    print(
+        f"{c['communiques']} communiqués ({c['attachments']} attachments, "
+        f"{c['ratification_records']} ratification records, {c['polls']} polls, "
+        f"{c['pins']} pinned, {c['shares']} co-signatures), {c['letters']} letters, "
+        f"images: {', '.join(imported.images) or 'none'}"
+    )
+    print(
+        f"{c['following']} follows to send again once approved "
+        f"(interocc assembly refollow {handle}); {c['followers']} followers kept for recovery"
+    )
+
+
+async def cmd_assembly_refollow(settings: Settings, args: argparse.Namespace) -> None:
+    from server import archive
+
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        async with ctx.sessions() as session:
+            targets = await archive.follow_targets(session, handle=args.handle)
+        for target in targets:  # WebFinger and actor fetches before the write transaction
+            await following.prefetch(ctx, target)
+        async with ctx.sessions() as session, session.begin():
+            done = await archive.refollow(session, ctx, handle=args.handle, now=ctx.clock())
+    finally:
+        await ctx.aclose()
+    print(f"follow requests sent: {len(done.sent)}; already followed: {len(done.already)}")
+    for target, reason in done.failed:
+        print(f"not followed: {target}: {reason}")
+
+
+async def cmd_assembly_recover(settings: Settings, args: argparse.Namespace) -> None:
+    from server import moving
+
+    await _check_schema(settings)
+    ctx = await create_context(settings)
+    try:
+        done = await moving.recover(ctx, handle=args.handle)
+    finally:
+        await ctx.aclose()
+    print(f"Move from {done.old} to {done.new} sent to {len(done.sent)} servers")
+    for inbox, why in done.failed:
+        print(f"not sent to {inbox}: {why}")
+    if done.failed and not done.sent:
+        raise CommandError("no follower's server took the Move: run it again later")
+
+
 async def cmd_unfollow(settings: Settings, args: argparse.Namespace) -> None:
     async def run(ctx: Context, session: AsyncSession) -> None:
         row = await following.unfollow(
@@ -533,11 +652,45 @@ def _parser() -> argparse.ArgumentParser:
     which = alias.add_mutually_exclusive_group(required=True)
     which.add_argument("--add", metavar="TARGET", help="@name@host or an actor URL")
     which.add_argument("--remove", metavar="TARGET", help="@name@host or an actor URL")
+    assembly.add_parser(
+        "recover",
+        help="after an import, ask the old identity's followers (its server gone) to follow "
+        "this one: a Move signed with the old key",
+    ).add_argument("handle")
     move = assembly.add_parser(
         "move", help="move the assembly to another identity that lists it as an alias"
     )
     move.add_argument("handle")
     move.add_argument("--to", required=True, metavar="TARGET", help="@name@host or an actor URL")
+
+    export = assembly.add_parser(
+        "export",
+        help="write everything that is the assembly's to one encrypted archive file",
+        description="Write everything that is the assembly's (profile, images, key pair, "
+        "communiqués and their files, followers, following, letters…) to one archive file, "
+        "encrypted with a passphrase asked twice at a terminal, or read from the first line "
+        "of standard input. See docs/archive.md.",
+    )
+    export.add_argument("handle")
+    export.add_argument("--out", required=True, metavar="FILE", help="a new file")
+    imported = assembly.add_parser(
+        "import",
+        help="recreate an exported assembly here, pending approval",
+        description="Recreate an assembly from its archive under a new handle, pending "
+        "approval; its old actor id becomes its alias. The passphrase is asked at a "
+        "terminal, or read from the first line of standard input. See docs/archive.md.",
+    )
+    imported.add_argument("file")
+    imported.add_argument("--handle", required=True, help="its handle on this instance")
+    for p in (export, imported):
+        p.add_argument(
+            "--passphrase-stdin",
+            action="store_true",
+            help="read the passphrase from standard input even at a terminal",
+        )
+    assembly.add_parser(
+        "refollow", help="an approved imported assembly follows again what it followed"
+    ).add_argument("handle")
 
     admin = sub.add_parser("admin", help="instance administrators' accounts").add_subparsers(
         dest="action", required=True
@@ -604,6 +757,10 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("assembly", "list"): cmd_assembly_list,
     ("assembly", "alias"): cmd_assembly_alias,
     ("assembly", "move"): cmd_assembly_move,
+    ("assembly", "recover"): cmd_assembly_recover,
+    ("assembly", "export"): cmd_assembly_export,
+    ("assembly", "import"): cmd_assembly_import,
+    ("assembly", "refollow"): cmd_assembly_refollow,
     ("admin", "create"): cmd_admin_create,
     ("admin", "reset-password"): cmd_admin_reset_password,
     ("post", None): cmd_post,

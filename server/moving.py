@@ -16,20 +16,25 @@ moves; our follows move with it, and its new identity is accepted as a follower 
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import assemblies, following
+from server import archive, assemblies, following
 from server.activitypub import delivery, outbox
 from server.activitypub.actors import fetch_actor, fetch_document, store_actor
+from server.activitypub.client import SignatureAuth
 from server.activitypub.jsonld import as_list, id_of
-from server.activitypub.vocab import build_assembly_actor
+from server.activitypub.signatures import load_private_key
+from server.activitypub.vocab import PUBLIC, build_activity, build_assembly_actor
 from server.context import Context
-from server.errors import BadRequest, Conflict, Forbidden, NotFound, RemoteError
+from server.errors import BadRequest, Conflict, Forbidden, InterOccError, NotFound, RemoteError
 from server.models import Activity, Assembly, AssemblyStatus, Following, RemoteActor
 
 MAX_ALIASES = 10
@@ -213,3 +218,93 @@ async def receive_move(
             )
     await session.flush()
     return moved is not None or bool(follows)
+
+
+# -- recovery, when the old server is gone ----------------------------------------------------
+
+RECOVERY_CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class Recovered:
+    old: str
+    new: str
+    sent: tuple[str, ...]  # inboxes that took the Move (2xx)
+    failed: tuple[tuple[str, str], ...]  # (inbox, why)
+
+
+def recovery_inboxes(followers: list[Any]) -> list[str]:
+    """One inbox per server (the shared inbox where there is one), as the archive lists the
+    followers; anything that is not an http(s) URL is left out."""
+    found: dict[str, None] = {}
+    for follower in followers:
+        if not isinstance(follower, dict):
+            continue
+        endpoints = follower.get("endpoints")
+        shared = endpoints.get("sharedInbox") if isinstance(endpoints, dict) else None
+        inbox = shared or follower.get("inbox")
+        if isinstance(inbox, str) and inbox.startswith(("https://", "http://")):
+            found[inbox] = None
+    return list(found)
+
+
+async def recover(ctx: Context, *, handle: str) -> Recovered:
+    """Tell the followers of an assembly's old identity, whose server is gone, to follow the
+    assembly here: a ``Move{object: old, target: new}`` signed with the OLD key (kept by
+    the import, server/archive.py), sent straight to every follower inbox of the archive.
+
+    Servers that cached the old key when the old server lived (Mastodon does) verify it
+    without asking the old server, check that the new identity names the old one in
+    ``alsoKnownAs`` (the import set it) and follow the new one. Running it again sends the
+    Move again (to retry the inboxes that failed).
+    """
+    now = ctx.clock()
+    async with ctx.sessions() as session:
+        assembly = await assemblies.require_active(session, handle)
+        record = await archive.import_record(session, assembly.handle)
+        blocked = await delivery.blocked_domains(session)
+    if record is None:
+        raise BadRequest(f"{assembly.handle} was not imported from an archive: nothing to recover")
+    old, new = str(record.get("old_actor", "")), ctx.urls.actor(assembly.handle)
+    if old not in (assembly.also_known_as or []):
+        raise BadRequest(f"{assembly.handle} no longer names {old} among its aliases")
+    key = load_private_key(str(record.get("old_private_key_pem", "")))
+    if key is None:
+        raise BadRequest("the old identity's key cannot be read")
+    key_id = str(record.get("old_key_id", ""))
+    document = build_activity(
+        activity_id=f"{old}#moves/{int(now.timestamp())}",
+        activity_type="Move",
+        actor_id=old,
+        obj=old,
+        target=new,
+        to=[PUBLIC],
+        published=now,
+    )
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    auth = SignatureAuth(key_id, key, ctx.clock)
+    gate = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+    sent: list[str] = []
+    failed: list[tuple[str, str]] = []
+
+    async def one(inbox: str) -> None:
+        if delivery.is_blocked_host(delivery.host_of_uri(inbox), blocked):
+            failed.append((inbox, delivery.DOMAIN_BLOCKED))
+            return
+        async with gate:
+            try:
+                answer = await ctx.client.post(inbox, body, auth=auth)
+            except (httpx.HTTPError, TimeoutError, OSError, InterOccError) as exc:
+                why = exc.message if isinstance(exc, InterOccError) else type(exc).__name__
+                failed.append((inbox, why))
+                return
+        if answer.is_success:
+            sent.append(inbox)
+        else:
+            failed.append((inbox, f"HTTP {answer.status_code}"))
+
+    followers = record.get("followers")
+    await asyncio.gather(
+        *(one(i) for i in recovery_inboxes(followers if isinstance(followers, list) else []))
+    )
+    return Recovered(old, new, tuple(sorted(sent)), tuple(sorted(failed)))

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from server import following
+from server import archive, assemblies, following, moving
 from server.context import Context
-from server.models import Following, InboxItem, InboxItemStatus, RemoteActor
+from server.errors import BadRequest
+from server.models import Following, InboxItem, InboxItemStatus, Media, RemoteActor
 from tests.helpers import approved_assembly
 from tests.support.peer import Peer, PeerActor
 from tests.support.servers import ServerThread
@@ -82,3 +83,34 @@ async def test_a_move_of_somebody_else_is_refused_at_the_door(
     async with ctx.sessions() as session:
         assert (await session.scalars(select(InboxItem))).first() is None
     await _unchanged(ctx, old)
+
+
+async def test_recovery_needs_the_new_identity_to_name_the_old_one(
+    ctx: Context, server: ServerThread, peer: Peer
+) -> None:
+    """A recovery Move is signed with the old key: it is sent only while the imported
+    assembly still names the old identity (a follower's server would refuse it anyway)."""
+    await approved_assembly(ctx, "plaza")
+    alice = peer.add_actor("alice")
+    await peer.follow(alice, f"plaza@{ctx.urls.host}")
+    async with ctx.sessions() as session, session.begin():
+        exported = await archive.export_assembly(
+            session, ctx.settings, ctx.urls, handle="plaza", now=ctx.clock()
+        )
+    stored: list[Media] = []
+    async with ctx.sessions() as session, session.begin():
+        await archive.import_archive(
+            session,
+            ctx.settings,
+            ctx.urls,
+            archive=archive.open_archive(archive.encrypt(exported.zip_data, "x" * 12), "x" * 12),
+            handle="exile",
+            now=ctx.clock(),
+            stored=stored,
+        )
+        await assemblies.approve(session, "exile", now=ctx.clock())
+    async with ctx.sessions() as session, session.begin():
+        await moving.remove_alias(session, ctx, handle="exile", target=ctx.urls.actor("plaza"))
+    with pytest.raises(BadRequest, match="no longer names"):
+        await moving.recover(ctx, handle="exile")
+    assert peer.inbox_activities("Move") == []
