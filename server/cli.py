@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from server import accounts, assemblies, communiques, following, media, migrate
+from server import accounts, assemblies, backup, communiques, following, media, migrate
 from server.activitypub import mentions
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context, create_context
@@ -741,6 +741,7 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("handle", help="the local assembly's handle")
         p.add_argument("target", help="@name@host, name@host or an actor URL")
+    backup.add_parsers(sub)
     return parser
 
 
@@ -751,6 +752,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("inbox", "status"): cmd_inbox_status,
     ("inbox", "retry"): cmd_inbox_retry,
     ("deliveries", None): cmd_deliveries,
+    ("backup", None): backup.cmd_backup,
+    ("restore", None): backup.cmd_restore,
     ("assembly", "create"): cmd_assembly_create,
     ("assembly", "approve"): cmd_assembly_approve,
     ("assembly", "suspend"): cmd_assembly_suspend,
