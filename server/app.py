@@ -27,6 +27,7 @@ from server.federation.inbox_queue import Enqueuer
 from server.web import (
     account,
     admin,
+    archives,
     committees,
     composer,
     deliveries,
@@ -122,6 +123,7 @@ def create_app(
         *public.routes,
         *account.routes,
         *identities.routes,
+        *archives.routes,
         *composer.routes,
         *followers.routes,
         *committees.routes,

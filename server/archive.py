@@ -147,15 +147,59 @@ def check_passphrase(passphrase: str) -> str:
     return passphrase
 
 
-def encrypt(plaintext: bytes, passphrase: str, *, params: ScryptParams = DEFAULT_SCRYPT) -> bytes:
-    """The archive file for ``plaintext``: header, then AES-256-GCM ciphertext and tag."""
-    params.check()
+def _check_size(plaintext: bytes) -> None:
     if HEADER.size + len(plaintext) + TAG_BYTES > MAX_ARCHIVE_BYTES:
         raise BadRequest(
             f"the archive would be larger than {MAX_ARCHIVE_BYTES // (1024 * 1024)} MiB, "
             "which no instance would import"
         )
-    salt, nonce = os.urandom(SALT_BYTES), os.urandom(NONCE_BYTES)
+
+
+def encrypt(plaintext: bytes, passphrase: str, *, params: ScryptParams = DEFAULT_SCRYPT) -> bytes:
+    """The archive file for ``plaintext``: header, then AES-256-GCM ciphertext and tag."""
+    params.check()
+    _check_size(plaintext)  # before the costly key derivation
+    derived = derive_key(passphrase, params=params)
+    return encrypt_with_key(plaintext, derived.key, derived.salt, derived.params)
+
+
+@dataclass(frozen=True)
+class DerivedKey:
+    """An archive key derived from a passphrase, with the salt and parameters that derived
+    it (which every archive's header carries). Scheduled exports (server/exports.py) keep
+    one, so that the instance encrypts archives that open with the passphrase it never
+    stores. As secret as what it protects."""
+
+    key: bytes
+    salt: bytes
+    params: ScryptParams
+
+    def __repr__(self) -> str:  # never in a log or a traceback's locals
+        return f"DerivedKey(params={self.params!r})"
+
+
+def derive_key(passphrase: str, *, params: ScryptParams = DEFAULT_SCRYPT) -> DerivedKey:
+    """The key for ``passphrase`` with a fresh random salt (CPU-bound and 128 MiB with the
+    default parameters: run it in a thread)."""
+    params.check()
+    salt = os.urandom(SALT_BYTES)
+    return DerivedKey(_derive(passphrase, salt, params), salt, params)
+
+
+def encrypt_with_key(plaintext: bytes, key: bytes, salt: bytes, params: ScryptParams) -> bytes:
+    """The archive file for ``plaintext`` with a key already derived (:func:`derive_key`):
+    the same header as :func:`encrypt`, naming ``salt`` and ``params``, so that
+    :func:`decrypt` opens it with the passphrase.
+
+    Several archives then share one key, so each gets a fresh random 96-bit nonce: AES-GCM
+    stays safe with random nonces for up to 2**32 messages under one key, and a schedule
+    makes a few hundred a year.
+    """
+    params.check()
+    if len(key) != 32 or len(salt) != SALT_BYTES:
+        raise ValueError("an archive key is 32 bytes and its salt 16")
+    _check_size(plaintext)
+    nonce = os.urandom(NONCE_BYTES)
     header = HEADER.pack(
         MAGIC,
         HEADER_VERSION,
@@ -167,7 +211,6 @@ def encrypt(plaintext: bytes, passphrase: str, *, params: ScryptParams = DEFAULT
         salt,
         nonce,
     )
-    key = _derive(passphrase, salt, params)
     return header + AESGCM(key).encrypt(nonce, plaintext, header)
 
 
@@ -1333,3 +1376,12 @@ async def refollow(
 def digest(data: bytes) -> str:
     """SHA-256 of an archive file, printed so it can be checked where it is kept."""
     return hashlib.sha256(data).hexdigest()
+
+
+async def imported_handles(session: AsyncSession) -> set[str]:
+    """The handles of the assemblies imported from an archive (those with an import record)."""
+    prefix = RECORD_KEY.format(handle="")
+    query = select(InstanceSetting.key).where(
+        InstanceSetting.key.startswith(prefix, autoescape=True)
+    )
+    return {key.removeprefix(prefix) for key in (await session.scalars(query)).all()}

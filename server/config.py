@@ -75,6 +75,18 @@ class Settings:
     inbox_max_attempts: int = 5
     inbox_concurrency: int = 8
     inbox_lease: timedelta = timedelta(seconds=60)
+    # Scheduled exports (server/exports.py): where the worker keeps assemblies' archives
+    # (None: ``exports`` beside the media folder, see :attr:`exports_root`) and how long it
+    # waits between two exports of one assembly.
+    exports_dir: Path | None = None
+    export_interval: timedelta = timedelta(hours=24)
+
+    @property
+    def exports_root(self) -> Path:
+        """The folder of scheduled exports: one folder per assembly handle inside."""
+        return (
+            self.exports_dir if self.exports_dir is not None else self.media_dir.parent / "exports"
+        )
 
     @property
     def host(self) -> str:
@@ -164,6 +176,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(
             f"INTEROCC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
         )
+    exports_dir = get("INTEROCC_EXPORTS_DIR", "").strip()
     return Settings(
         base_url=_base_url(get("INTEROCC_BASE_URL", "http://127.0.0.1:8000")),
         database_url=_database_url(get("INTEROCC_DATABASE_URL", DEFAULT_DATABASE_URL)),
@@ -290,6 +303,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 get("INTEROCC_INBOX_LEASE_SECONDS", "60"),
                 minimum=2,
                 maximum=3_600,
+            )
+        ),
+        exports_dir=Path(exports_dir) if exports_dir else None,
+        export_interval=timedelta(
+            hours=_int(
+                "INTEROCC_EXPORT_INTERVAL_HOURS",
+                get("INTEROCC_EXPORT_INTERVAL_HOURS", "24"),
+                minimum=1,
+                maximum=24 * 31,
             )
         ),
         instance_name=get("INTEROCC_INSTANCE_NAME", "InterOcc").strip() or "InterOcc",

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -664,3 +665,37 @@ class Reply(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     document: Mapped[dict[str, object]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExportSchedule(Base):
+    """An assembly's scheduled exports (server/exports.py): the worker writes an encrypted
+    archive of it every ``INTEROCC_EXPORT_INTERVAL_HOURS`` and keeps the latest ``keep``.
+
+    The passphrase is not stored: the key scrypt derived from it is, with the salt and
+    parameters every archive's header names (docs/archive.md), so the archives open with
+    the passphrase. A worker claims a due row (a lease, as deliveries are claimed), so two
+    workers never export one assembly at once.
+    """
+
+    __tablename__ = "assembly_export_schedules"
+    __table_args__ = (Index("ix_assembly_export_schedules_due", "next_export_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assembly_id: Mapped[int] = mapped_column(
+        ForeignKey("assemblies.id", ondelete="CASCADE"), unique=True
+    )
+    keep: Mapped[int] = mapped_column(Integer)
+    key: Mapped[bytes] = mapped_column(LargeBinary)  # 32 bytes: as secret as the archives
+    salt: Mapped[bytes] = mapped_column(LargeBinary)
+    scrypt_log2_n: Mapped[int] = mapped_column(Integer)
+    scrypt_r: Mapped[int] = mapped_column(Integer)
+    scrypt_p: Mapped[int] = mapped_column(Integer)
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_export_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_export_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)

@@ -1,5 +1,6 @@
 """The worker: deliveries (claim due rows, sign and POST each, record the outcome), and the
-inbox queue (server/federation/inbox_queue.py) beside them.
+inbox queue (server/federation/inbox_queue.py) and scheduled exports (server/exports.py)
+beside them.
 
 Deliveries run in slots (:class:`Slots`): when one attempt ends the next due row is claimed,
 and a request left unanswered moves aside, so dead or hanging servers never hold back the
@@ -17,6 +18,7 @@ workers side by side never claim the same row and the per-host count is exact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -28,7 +30,7 @@ import httpx
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import communiques
+from server import communiques, exports
 from server.activitypub import delivery, hosts
 from server.activitypub.client import SignatureAuth
 from server.context import Context
@@ -560,6 +562,9 @@ SHUTDOWN_GRACE = 5.0
 
 # How often the worker looks for straw polls whose time is up.
 POLL_CHECK = timedelta(seconds=15)
+# How often the worker looks for assemblies whose scheduled export is due (each one is due
+# every INTEROCC_EXPORT_INTERVAL_HOURS; a check costs one small query).
+EXPORT_CHECK = timedelta(minutes=1)
 
 
 async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -> None:
@@ -570,12 +575,27 @@ async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -
     """
     log.info("worker started")
     inbox = asyncio.create_task(inbox_queue.run_forever(ctx, stop, idle=idle))
+    exporting = asyncio.create_task(_export_forever(ctx, stop))
     try:
         await _deliver_forever(ctx, stop, idle=idle)
     finally:
         stop.set()
         await inbox
+        await exporting
     log.info("worker stopped")
+
+
+async def _export_forever(ctx: Context, stop: asyncio.Event) -> None:
+    """Scheduled exports (server/exports.py), every EXPORT_CHECK until ``stop``: in a task
+    of their own, since one export can take minutes and no delivery waits for it. A
+    stopping worker finishes the export under way, and starts no other."""
+    while not stop.is_set():
+        try:
+            await exports.run_due(ctx, stop=stop)
+        except Exception:  # the worker must outlive a failed check (DB restart, bug)
+            log.exception("scheduled exports check failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), EXPORT_CHECK.total_seconds())
 
 
 async def _deliver_forever(ctx: Context, stop: asyncio.Event, *, idle: float) -> None:

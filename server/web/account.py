@@ -9,6 +9,7 @@ lock, and the render helper opens its own session.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import accounts, assemblies, instance, media, memberships, moving
+from server import accounts, archive, assemblies, exports, instance, media, memberships, moving
 from server.activitypub.vocab import build_assembly_actor
 from server.context import Context
 from server.errors import Conflict, Forbidden, InterOccError, NotFound
@@ -366,16 +367,22 @@ async def settings_page(
     form: FormState | None = None,
     alias_form: FormState | None = None,
     move_form: FormState | None = None,
+    export_form: FormState | None = None,
+    schedule_form: FormState | None = None,
     assembly: Assembly | None = None,
 ) -> Response:
     """The settings page of an assembly, for its admins and the instance's administrators
-    (who may give it other identities and move it, not edit its profile unless they are
-    among its admins). ``assembly`` is the copy to show when the caller has one that a
-    rolled-back transaction left as the person typed it."""
-    async with _ctx(request).sessions() as session:
+    (who may give it other identities, move it and export it, not edit its profile unless
+    they are among its admins). ``assembly`` is the copy to show when the caller has one
+    that a rolled-back transaction left as the person typed it."""
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
         current, membership = await require_assembly_admin(session, user, handle)
+        schedule = await exports.info(session, assembly=current, now=ctx.clock())
+    kept = await asyncio.to_thread(exports.kept, ctx.settings, current.handle)
     shown = assembly or current
-    return await render(
+    keep = str(schedule.keep if schedule else 3)
+    response = await render(
         request,
         "assembly_settings.html",
         status=status,
@@ -386,7 +393,15 @@ async def settings_page(
         alias_form=alias_form or FormState(),
         move_form=move_form or FormState(),
         max_aliases=moving.MAX_ALIASES,
+        export_form=export_form or FormState(),
+        schedule_form=schedule_form or FormState(values={"keep": keep}),
+        schedule=schedule,
+        kept=kept,
+        keep_options=[(str(n), str(n)) for n in range(exports.MIN_KEEP, exports.MAX_KEEP + 1)],
+        min_passphrase=archive.MIN_PASSPHRASE,
+        export_hours=int(ctx.settings.export_interval.total_seconds() // 3600),
     )
+    return _private(response)
 
 
 async def assembly_settings(request: Request) -> Response:

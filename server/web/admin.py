@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import accounts, assemblies, deliveries, followers, instance, moderation
+from server import accounts, archive, assemblies, deliveries, followers, instance, moderation
 from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound
 from server.models import Assembly, AssemblyStatus, FollowerStatus, User, UserStatus
@@ -86,6 +86,7 @@ async def assemblies_page(
                 .order_by(Assembly.handle)
             )
         ).all()
+        imported = await archive.imported_handles(session)
     listed = [(assembly, email) for assembly, email in rows]
     pending = [row for row in listed if row[0].status == AssemblyStatus.PENDING]
     return await render(
@@ -95,6 +96,7 @@ async def assemblies_page(
         form=form,
         pending=sorted(pending, key=lambda row: (row[0].created_at, row[0].id)),
         listed=listed,
+        imported=imported,
     )
 
 

@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import feedparser
@@ -43,7 +44,7 @@ from playwright.sync_api import (
 )
 from sqlalchemy import select
 
-from server import accounts, assemblies, moving
+from server import accounts, archive, assemblies, exports, moving
 from server.context import create_context
 from server.models import Activity, Communique
 from tests.browser.audit import TIMEOUT_MS, Auditor, Visit
@@ -408,6 +409,7 @@ ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
     "admin-follows": ("admin", goto("/admin/follows")),
     "admin-reports": ("admin", goto("/admin/reports")),
     "admin-relays": ("admin", goto("/admin/relays")),
+    "admin-import": ("admin", goto("/admin/import")),
 }
 # Pages of the published communiqué.
 COMMUNIQUE_PAGES: dict[str, tuple[Role, Callable[[Published], Visit]]] = {
@@ -583,6 +585,90 @@ def test_aliases_and_the_move_in_the_settings(
         expect(page.locator("form[action$='/move']")).to_have_count(0)
     check(auditor, "settings-moved", goto(settings), "facilitator", people)
     check(auditor, "compose-moved", goto(f"/manage/{OLD_HANDLE}/compose"), "facilitator", people)
+
+
+# -- archives: export, scheduled exports, import ---------------------------------------------
+
+ARCHIVE_PASSPHRASE = "the plaza will come back, with its archive"
+RETURNED = "plazareturns"
+
+
+async def _export_due(site: Site) -> int:
+    """What the worker does every minute: make the due scheduled exports."""
+    ctx = await create_context(site.settings)
+    try:
+        return len(await exports.run_due(ctx))
+    finally:
+        await ctx.aclose()
+
+
+def export_refused(page: Page) -> None:
+    """The export form with two different passphrases: the page again, with the reason."""
+    goto(f"/manage/{HANDLE}/settings")(page)
+    form = form_with(page, "export_passphrase")
+    form.locator("[name=export_passphrase]").fill(ARCHIVE_PASSPHRASE)
+    form.locator("[name=export_passphrase_again]").fill(ARCHIVE_PASSPHRASE.upper())
+    response = submit(page, form)
+    assert response.status == 400, f"answered {response.status}: {shown(page)}"
+    expect(page.locator("#e-export_passphrase_again")).to_contain_text("differ")
+
+
+def test_archives_in_the_settings_and_the_admin_import(
+    browser: Browser, site: Site, people: People, auditor: Auditor
+) -> None:
+    settings = f"/manage/{HANDLE}/settings"
+    with new_context(browser, site, people.facilitator) as context:
+        page = context.new_page()
+        goto(settings)(page)
+        expect(page.get_by_role("heading", name="Export this assembly")).to_be_visible()
+        form = form_with(page, "export_passphrase")
+        form.locator("[name=export_passphrase]").fill(ARCHIVE_PASSPHRASE)
+        form.locator("[name=export_passphrase_again]").fill(ARCHIVE_PASSPHRASE)
+        with page.expect_download() as started:
+            form.get_by_role("button", name="Export this assembly").click()
+        download = started.value
+        assert re.fullmatch(
+            rf"{HANDLE}-\d{{4}}-\d{{2}}-\d{{2}}\.interocc", download.suggested_filename
+        )
+        sealed = Path(download.path()).read_bytes()
+        assert archive.open_archive(sealed, ARCHIVE_PASSPHRASE).handle == HANDLE
+
+        form = form_with(page, "schedule_passphrase")
+        form.locator("[name=keep]").select_option("2")
+        form.locator("[name=schedule_passphrase]").fill(ARCHIVE_PASSPHRASE)
+        form.locator("[name=schedule_passphrase_again]").fill(ARCHIVE_PASSPHRASE)
+        response = submit(page, form)
+        assert response.ok and path_of(page) == settings, f"{response.status}: {shown(page)}"
+        expect(page.locator("p.flash")).to_contain_text("Scheduled exports are on")
+    assert run_async(_export_due(site)) == 1
+    check(auditor, "settings-archives", goto(settings), "facilitator", people)
+    check(auditor, "settings-export-refused", export_refused, "facilitator", people)
+    with new_context(browser, site, people.facilitator) as context:
+        page = context.new_page()
+        goto(settings)(page)
+        link = page.locator("ul.kept-archives a").first
+        with page.expect_download() as started:
+            link.click()
+        kept = Path(started.value.path()).read_bytes()
+        assert archive.open_archive(kept, ARCHIVE_PASSPHRASE).handle == HANDLE
+
+    with new_context(browser, site, people.admin) as context:
+        page = context.new_page()
+        goto("/admin/import")(page)
+        form = form_with(page, "archive")
+        form.locator("[name=archive]").set_input_files(
+            file_payload("plaza.interocc", sealed, "application/octet-stream")
+        )
+        form.locator("[name=handle]").fill(RETURNED)
+        form.locator("[name=passphrase]").fill(ARCHIVE_PASSPHRASE)
+        response = submit(page, form)
+        assert response.ok and path_of(page) == "/admin/assemblies", shown(page)
+        expect(page.locator("p.flash")).to_contain_text(f"@{RETURNED} is imported, pending")
+        approve_form = page.locator(f"form[action$='/admin/assemblies/{RETURNED}/approve']").first
+        response = submit(page, approve_form)
+        assert response.ok, shown(page)
+        expect(page.get_by_role("button", name=f"Recover followers of @{RETURNED}")).to_be_visible()
+    check(auditor, "admin-assemblies-imported", goto("/admin/assemblies"), "admin", people)
 
 
 # -- refusals, as a browser meets them --------------------------------------------------------
