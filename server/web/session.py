@@ -280,16 +280,7 @@ async def require_member(
 
     With ``admin`` the membership must have the assembly-admin role.
     """
-    assembly = (await session.scalars(select(Assembly).where(Assembly.handle == handle))).first()
-    if assembly is None:
-        raise NotFound("no such assembly")
-    membership = (
-        await session.scalars(
-            select(Membership).where(
-                Membership.assembly_id == assembly.id, Membership.user_id == user.id
-            )
-        )
-    ).first()
+    assembly, membership = await _assembly_and_membership(session, user, handle)
     if membership is None:
         raise Forbidden("you are not a facilitator of this assembly")
     if admin and membership.role != MemberRole.ADMIN:
@@ -304,6 +295,13 @@ async def require_assembly_admin(
     membership is theirs if they have one, else None); Forbidden for anyone else."""
     if not user.is_admin:
         return await require_member(session, user, handle, admin=True)
+    return await _assembly_and_membership(session, user, handle)
+
+
+async def _assembly_and_membership(
+    session: AsyncSession, user: User, handle: str
+) -> tuple[Assembly, Membership | None]:
+    """The assembly (NotFound if there is none) and ``user``'s membership of it, if any."""
     assembly = (await session.scalars(select(Assembly).where(Assembly.handle == handle))).first()
     if assembly is None:
         raise NotFound("no such assembly")
