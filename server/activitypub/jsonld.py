@@ -261,6 +261,22 @@ def _options(**extra: Any) -> dict[str, Any]:
     }
 
 
+def offline_options(**extra: Any) -> dict[str, Any]:
+    """pyld options for readers that must refuse what they cannot read (Linked Data signatures).
+
+    The loader is ``document_loader``, except that a context URL we do not bundle makes pyld fail
+    (with our JsonLdError as a cause) instead of reading as empty. Never touches the network.
+    """
+    _thread_safe_caches()
+    return _options(documentLoader=_offline_loader, **extra)
+
+
+def _offline_loader(url: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    if not isinstance(url, str) or _lookup(url) is None:
+        raise JsonLdError(f"JSON-LD context {str(url)[:100]!r} is not available offline")
+    return document_loader(url, options)
+
+
 _Terms = tuple[dict[str, str | None], frozenset[str]]
 
 
