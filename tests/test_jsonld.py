@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import socket
+import threading
 import uuid
 from typing import Any
 
@@ -13,19 +14,13 @@ import pytest
 
 from server.activitypub import jsonld
 from server.activitypub.jsonld import AS_PUBLIC, JsonLdError, as_list, id_of, normalise
+from tests.support.nonet import forbid_network
 
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any attempt to open a connection or resolve a name fails the test."""
-
-    def refuse(*args: object, **kwargs: object) -> Any:
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    forbid_network(monkeypatch)
 
 
 # Mastodon 4.x, as it delivers a public post (context array copied from its serializer output).
@@ -638,3 +633,15 @@ def test_id_of() -> None:
     assert id_of({"id": 5}) is None
     assert id_of(["https://x.example/1"]) is None
     assert id_of(None) is None
+
+
+def test_the_network_guard_watches_this_thread_only() -> None:
+    """The guard above is real: this thread may not look up or connect; another thread (the
+    session's PostgreSQL pool) may."""
+    with pytest.raises(AssertionError, match="network access attempted"):
+        socket.getaddrinfo("127.0.0.1", 5432)
+    found: list[object] = []
+    other = threading.Thread(target=lambda: found.append(socket.getaddrinfo("127.0.0.1", 5432)))
+    other.start()
+    other.join()
+    assert found and found[0]

@@ -18,7 +18,6 @@ import base64
 import copy
 import hashlib
 import json
-import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from server.activitypub.signatures import (
     load_public_key,
 )
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_activity, build_note
+from tests.support.nonet import forbid_network
 
 ACTOR = "https://interocc.example/actors/libertyplaza"
 KEY_ID = ACTOR + "#main-key"
@@ -74,9 +74,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("network access attempted")
 
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+    forbid_network(monkeypatch)
     # pyld's own default loader fetches with requests: nothing may fall back on it.
     monkeypatch.setattr(pyld.jsonld, "_default_document_loader", refuse)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from server.activitypub import ldsig
 from server.activitypub.jsonld import normalise
 from server.activitypub.signatures import load_public_key
 from tests.reference import reference_dir
+from tests.support.nonet import forbid_network
 from tests.test_ld_signatures import independent_verify
 
 VECTOR = reference_dir() / "proofs" / "vectors" / "mastodon" / "activitypub-academy-create.json"
@@ -27,12 +27,7 @@ VECTOR = reference_dir() / "proofs" / "vectors" / "mastodon" / "activitypub-acad
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    forbid_network(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from server.federation.handlers import NOTE_TYPES
 from server.models import RemoteActor, RemoteKey
 from server.timeline import content_of
 from tests.reference import reference_dir
+from tests.support.nonet import forbid_network
 
 FIXTURES = reference_dir() / "remote"
 ALL = sorted(FIXTURES.glob("*/*.json"))
@@ -87,12 +87,7 @@ def _text(markup: str) -> str:
 
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    forbid_network(monkeypatch)
 
 
 def test_fixtures_are_present_for_each_software() -> None:
