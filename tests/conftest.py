@@ -12,10 +12,11 @@ import itertools
 import os
 import shutil
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import text
@@ -238,3 +239,19 @@ def server_b(ctx_b: Context, port_b: int) -> Iterator[ServerThread]:
     thread = ServerThread(ProcessInboxNow(create_app(ctx_b.settings)), port=port_b).start()
     yield thread
     thread.stop()
+
+
+@pytest.fixture
+async def browser(server: ServerThread) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
+    """Opens as many browsers (cookie jars) on ``server`` as a web test needs; all closed at
+    the end. (tests/browser has its own ``browser``: a real Chromium.)"""
+    opened: list[httpx.AsyncClient] = []
+
+    def new() -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=20)
+        opened.append(client)
+        return client
+
+    yield new
+    for client in opened:
+        await client.aclose()

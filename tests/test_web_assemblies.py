@@ -14,7 +14,7 @@ import html
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ from tests.helpers_web import (
     log_in,
     submit,
 )
-from tests.support.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
 
@@ -68,21 +67,6 @@ def settings(database_url: str, port: int, tmp_path: Path) -> Settings:
     return dataclasses.replace(
         make_settings(database_url, f"http://127.0.0.1:{port}"), media_dir=tmp_path / "media"
     )
-
-
-@pytest.fixture
-async def browser(server: ServerThread) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
-    """Opens as many browsers (cookie jars) as a test needs; all closed at the end."""
-    opened: list[httpx.AsyncClient] = []
-
-    def new() -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=20)
-        opened.append(client)
-        return client
-
-    yield new
-    for client in opened:
-        await client.aclose()
 
 
 async def signed_in(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -37,7 +37,6 @@ from tests.helpers_web import (
     log_in,
     submit,
 )
-from tests.support.servers import ServerThread
 from tests.test_web_assemblies import assembly_row, signed_in, user_id
 
 pytestmark = pytest.mark.e2e
@@ -49,20 +48,6 @@ OLD, NEW = "libertyplaza", "plazaexile"
 SETTINGS = f"/manage/{OLD}/settings"
 AP_JSON = "application/activity+json"
 FOLLOWER_INBOX = "https://social.example/users/ana/inbox"
-
-
-@pytest.fixture
-async def browser(server: ServerThread) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-
-    def new() -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=20)
-        opened.append(client)
-        return client
-
-    yield new
-    for client in opened:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ server answered is shown escaped and cut short. Our app runs under uvicorn on lo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -68,20 +68,6 @@ async def world(ctx: Context, server: ServerThread) -> World:
         permalink=published.url,
         other_public_id=elsewhere.communique.public_id,
     )
-
-
-@pytest.fixture
-async def browser(server: ServerThread) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-
-    def new() -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=server.base_url, follow_redirects=False, timeout=20)
-        opened.append(client)
-        return client
-
-    yield new
-    for client in opened:
-        await client.aclose()
 
 
 async def hosts_state(ctx: Context) -> list[tuple[str, str, int]]:

@@ -54,20 +54,6 @@ async def http(server: ServerThread) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-async def browser(server: ServerThread) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
-    opened: list[httpx.AsyncClient] = []
-
-    def new() -> httpx.AsyncClient:
-        client = httpx.AsyncClient(base_url=server.base_url, trust_env=False, timeout=20)
-        opened.append(client)
-        return client
-
-    yield new
-    for client in opened:
-        await client.aclose()
-
-
-@pytest.fixture
 async def graph(ctx: Context, server: ServerThread) -> None:
     """An assembly with two accepted followers, one accepted follow and one pending."""
     await approved_assembly(ctx, HANDLE)
