@@ -409,8 +409,10 @@ async def _communique_documents(
     shares = await _grouped(session, Share, ids)
     votes = await _grouped(session, PollVote, ids)
     replies = await _grouped(session, Reply, ids)
+    # As the communiqué's URL serves it, with its proof: an archived copy can be checked
+    # against the assembly's published key once its server is gone.
     notes = {
-        c.id: communiques.note_document(urls, assembly, c, files_of.get(c.id, [])) for c in items
+        c.id: communiques.proven_note(urls, assembly, c, files_of.get(c.id, [])) for c in items
     }
     records = [
         {
@@ -465,8 +467,11 @@ async def _communique_documents(
     activities: list[dict[str, Any]] = []
     for c in sorted(items, key=lambda c: (c.published_at, c.id), reverse=True):
         create = creates.get(c.id)
-        item = {k: v for k, v in (create.document if create else {}).items() if k != "@context"}
-        activities.append(item | {"object": notes[c.id]})
+        activities.append(
+            communiques.outbox_item(
+                urls, assembly, create.document if create else {}, c, files_of.get(c.id, [])
+            )
+        )
     outbox_doc = _collection(urls.outbox(h), activities)
     # With the interocc context when a Note carries a ratification record, as served.
     ratified = {"ratification": True} if any(c.ratification for c in items) else {}

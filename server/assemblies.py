@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 
 from server import media
 from server.activitypub import delivery, outbox
+from server.activitypub.proofs import new_ed25519_private_key_pem
 from server.activitypub.signatures import generate_private_key_pem
 from server.activitypub.vocab import PUBLIC
 from server.config import Settings
@@ -157,6 +158,7 @@ async def create(
         requested_by_id=requested_by_id,
         private_key_pem=private_pem,
         public_key_pem=public_pem,
+        ed25519_private_key_pem=new_ed25519_private_key_pem(),
     )
     session.add(assembly)
     await session.flush()

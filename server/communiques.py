@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assemblies, polls, ratification, relays
-from server.activitypub import delivery, outbox
+from server.activitypub import delivery, integrity, outbox, proofs
 from server.activitypub.mentions import Mention
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_attachment, build_note, build_tombstone
 from server.content import LANGUAGE_RE, render_markdown, safe_link
@@ -164,6 +164,54 @@ def context_of(urls: Urls, document: dict[str, Any]) -> list[Any]:
     if "ratification" in document or "ratification" in (document.get("object") or {}):
         return [*CONTEXT, urls.base + ratification.CONTEXT_PATH]
     return list(CONTEXT)
+
+
+def proven_note(
+    urls: Urls, assembly: Assembly, communique: Communique, attachments: Sequence[Media] = ()
+) -> dict[str, Any]:
+    """The Note as its URL serves it: with its @context and the assembly's FEP-8b32 proof,
+    made when the communiqué last changed, so one version always carries the same proof."""
+    note = note_document(urls, assembly, communique, attachments)
+    document = {"@context": context_of(urls, note), **note}
+    made = communique.updated_at or communique.published_at
+    return proofs.prove_object(document, proofs.signing_keys(urls, assembly), made)
+
+
+def outbox_item(
+    urls: Urls,
+    assembly: Assembly,
+    create: dict[str, Any],
+    communique: Communique,
+    attachments: Sequence[Media] = (),
+) -> dict[str, Any]:
+    """A communiqué's Create as its outbox lists it: the Create as recorded, carrying the Note
+    as it is now (with its own proof). The Create's proof and signature covered the Note as
+    first sent, so they are left out rather than served broken."""
+    item = {k: v for k, v in create.items() if k not in ("@context", "proof", "signature")}
+    item["object"] = proven_note(urls, assembly, communique, attachments)
+    return item
+
+
+@dataclass(frozen=True)
+class OriginCheck:
+    """What the permalink says of the communiqué's own proof."""
+
+    key_id: str | None  # the key that signed it; None: the assembly has no proof key
+    verified: bool
+
+
+def check_origin(
+    urls: Urls, assembly: Assembly, communique: Communique, attachments: Sequence[Media] = ()
+) -> OriginCheck:
+    """Verify the proof of the Note we serve with the key the actor publishes."""
+    if not assembly.ed25519_private_key_pem:
+        return OriginCheck(None, False)
+    document = proven_note(urls, assembly, communique, attachments)
+    public = integrity.ed25519_public_of(assembly.ed25519_private_key_pem)
+    made = communique.updated_at or communique.published_at
+    result = integrity.verify(document, public, now=made)
+    key_id = urls.assertion_key_id(assembly.handle)
+    return OriginCheck(key_id, isinstance(result, integrity.Verified))
 
 
 async def note_of(

@@ -20,6 +20,7 @@ from server import assemblies, communiques
 from server.activitypub import delivery, outbox
 from server.activitypub.actors import fetch_document
 from server.activitypub.jsonld import id_of
+from server.activitypub.proofs import Provenance
 from server.activitypub.vocab import PUBLIC
 from server.context import Context
 from server.errors import BadRequest, Conflict, NotFound, RemoteError
@@ -112,9 +113,16 @@ async def cosign(
 
 
 async def record_share(
-    session: AsyncSession, ctx: Context, *, announce: Doc, actor_uri: str, now: datetime
+    session: AsyncSession,
+    ctx: Context,
+    *,
+    announce: Doc,
+    actor_uri: str,
+    now: datetime,
+    provenance: Provenance | None = None,
 ) -> bool:
-    """An Announce of one of our communiqués: remember who shared it."""
+    """An Announce of one of our communiqués: remember who shared it, and how the Announce
+    was shown to be theirs (``provenance``: the key and the scheme, shown on the permalink)."""
     object_id = id_of(announce.get("object"))
     if not object_id or not ctx.urls.is_local(object_id):
         return False
@@ -136,6 +144,8 @@ async def record_share(
     existing.announce_uri = str(announce["id"])
     existing.actor_name = (actor.name or actor.preferred_username) if actor else None
     existing.actor_type = actor.type if actor else None
+    existing.verified_by = provenance.key_id if provenance else None
+    existing.verified_with = str(provenance.scheme) if provenance else None
     await session.flush()
     return True
 

@@ -141,6 +141,9 @@ class Assembly(Base):
     moved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     private_key_pem: Mapped[str] = mapped_column(Text)
     public_key_pem: Mapped[str] = mapped_column(Text)
+    # The Ed25519 key of the assembly's FEP-8b32 integrity proofs (PKCS#8 PEM), published as
+    # a Multikey under its actor's assertionMethod (server/activitypub/proofs.py).
+    ed25519_private_key_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -491,6 +494,10 @@ class Share(Base):
     actor_name: Mapped[str | None] = mapped_column(String(500), nullable=True)
     actor_type: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # How the Announce was shown to be the actor's (proofs.Provenance): the key that
+    # verified it and the scheme (an HTTP signature, a proof, a Linked Data signature).
+    verified_by: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    verified_with: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class PollVote(Base):
@@ -646,6 +653,9 @@ class InboxItem(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # How the request proved the actor's authorship (proofs.Provenance): the key, the scheme.
+    verified_by: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    verified_with: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class Reply(Base):

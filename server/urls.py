@@ -38,6 +38,10 @@ class Urls:
     def key_id(self, handle: str) -> str:
         return self.actor(handle) + "#main-key"
 
+    def assertion_key_id(self, handle: str) -> str:
+        """The assembly's Ed25519 key, a Multikey under its actor's assertionMethod."""
+        return self.actor(handle) + "#ed25519-key"
+
     def inbox(self, handle: str) -> str:
         return self._abs(ACTOR_INBOX.format(handle=handle))
 

@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,6 +145,15 @@ def parse_multikey(value: object) -> ed25519.Ed25519PublicKey | None:
         return ed25519.Ed25519PublicKey.from_public_bytes(data[2:])
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=2048)
+def ed25519_public_of(private_pem: str) -> ed25519.Ed25519PublicKey:
+    """The public half of an Ed25519 private key in PKCS#8 PEM (parsed once per PEM)."""
+    key = serialization.load_pem_private_key(private_pem.encode("ascii"), password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ValueError("not an Ed25519 private key")
+    return key.public_key()
 
 
 def build_multikey(

@@ -54,6 +54,7 @@ __all__ = [
     "IDENTITY_CONTEXT",
     "SIGNATURE_TYPE",
     "Rejected",
+    "Uncheckable",
     "Verified",
     "creator_of",
     "sign",
@@ -107,8 +108,18 @@ class _Fail(Exception):
         self.reason = reason
 
 
+class _Uncanonical(_Fail):
+    """The document could not be canonicalised: the signature is not wrong, only uncheckable."""
+
+
 class _TooMuchWork(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Uncheckable(Rejected):
+    """A signature ``verify`` could not check (a context we do not hold, JSON-LD we cannot
+    process, a document too costly to canonicalise), as opposed to one that does not match."""
 
 
 class _BoundedURDNA2015(URDNA2015):  # type: ignore[misc]  # pyld is untyped
@@ -149,9 +160,9 @@ def _canonical_nquads(document: Mapping[str, Any]) -> str:
         dataset = _pyld.to_rdf(dict(document), offline_options(produceGeneralizedRdf=False))
         nquads: str = _BoundedURDNA2015().main(dataset, {"format": "application/n-quads"})
     except _TooMuchWork as exc:
-        raise _Fail("document has too many look-alike blank nodes to canonicalise") from exc
+        raise _Uncanonical("document has too many look-alike blank nodes to canonicalise") from exc
     except Exception as exc:  # pyld fails in many ways (see jsonld._SAFE_CODE)
-        raise _Fail(_reason(exc)) from exc
+        raise _Uncanonical(_reason(exc)) from exc
     return nquads
 
 
@@ -308,6 +319,8 @@ def verify(document: object, public_key: str | PublicKey) -> Verified | Rejected
     """
     try:
         return _verify(document, public_key)
+    except _Uncanonical as exc:
+        return Uncheckable(exc.reason)
     except _Fail as exc:
         return Rejected(exc.reason)
 

@@ -24,7 +24,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from server.activitypub import delivery
+from server.activitypub import delivery, proofs
 from server.activitypub.vocab import build_activity
 from server.models import Activity, Assembly, Delivery, DeliveryStatus
 from server.urls import Urls, new_public_id
@@ -70,23 +70,30 @@ async def send(
     public_id = new_public_id()
     uri = urls.activity(public_id)
     actor_id = urls.actor(assembly.handle) if assembly is not None else urls.instance_actor()
+    document = build_activity(
+        activity_id=uri,
+        activity_type=activity_type,
+        actor_id=actor_id,
+        obj=obj,
+        to=to,
+        cc=cc,
+        published=now,
+        context=context,
+        target=target,
+    )
+    if public and assembly is not None:
+        # Signed once here, not per delivery: every inbox gets these same bytes, and the
+        # activity keeps proving its origin when it is forwarded or relayed (proofs.py).
+        document = await proofs.secure_activity_off_loop(
+            document, proofs.signing_keys(urls, assembly), now
+        )
     activity = Activity(
         public_id=public_id,
         uri=uri,
         assembly_id=assembly.id if assembly is not None else None,
         communique_id=communique_id,
         type=activity_type,
-        document=build_activity(
-            activity_id=uri,
-            activity_type=activity_type,
-            actor_id=actor_id,
-            obj=obj,
-            to=to,
-            cc=cc,
-            published=now,
-            context=context,
-            target=target,
-        ),
+        document=document,
         public=public,
         created_at=now,
     )

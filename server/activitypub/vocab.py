@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from server.activitypub import integrity
 from server.content import plain_to_html
 from server.models import Assembly
 from server.urls import Urls
@@ -30,6 +31,21 @@ EXTENSION_CONTEXT: dict[str, Any] = {
     "indexable": "toot:indexable",
 }
 CONTEXT: list[Any] = [AS_CONTEXT, SECURITY_CONTEXT, EXTENSION_CONTEXT]
+# An actor with an Ed25519 key (FEP-521a): the Multikey context, and assertionMethod (which no
+# context among these defines at the top level; did/v1 does, as sec:assertionMethod).
+ASSERTION_METHOD_TERM: dict[str, Any] = {
+    "assertionMethod": {
+        "@id": "https://w3id.org/security#assertionMethod",
+        "@type": "@id",
+        "@container": "@set",
+    }
+}
+ACTOR_CONTEXT: list[Any] = [
+    AS_CONTEXT,
+    SECURITY_CONTEXT,
+    integrity.MULTIKEY_CONTEXT,
+    {**EXTENSION_CONTEXT, **ASSERTION_METHOD_TERM},
+]
 
 Doc = dict[str, Any]
 
@@ -86,7 +102,14 @@ def build_actor(
 
 # What anyone may read of an actor under authorized fetch, as Mastodon restricts it for
 # unsigned requests: who it is, where to write to it, and the key that verifies it.
-KEY_ONLY_ACTOR_FIELDS = ("id", "type", "preferredUsername", "inbox", "publicKey")
+KEY_ONLY_ACTOR_FIELDS = (
+    "id",
+    "type",
+    "preferredUsername",
+    "inbox",
+    "publicKey",
+    "assertionMethod",
+)
 
 
 def build_assembly_actor(urls: Urls, assembly: Assembly) -> Doc:
@@ -119,6 +142,16 @@ def build_assembly_actor(urls: Urls, assembly: Assembly) -> Doc:
         document["alsoKnownAs"] = list(assembly.also_known_as)
     if assembly.moved_to:
         document["movedTo"] = assembly.moved_to
+    if assembly.ed25519_private_key_pem:
+        # The key of the assembly's integrity proofs (server/activitypub/proofs.py).
+        document["@context"] = ACTOR_CONTEXT
+        document["assertionMethod"] = [
+            integrity.build_multikey(
+                urls.assertion_key_id(h),
+                urls.actor(h),
+                integrity.ed25519_public_of(assembly.ed25519_private_key_pem),
+            )
+        ]
     return document
 
 
@@ -126,6 +159,13 @@ def build_key_only_actor(actor: Doc) -> Doc:
     """The public part of an actor document (``KEY_ONLY_ACTOR_FIELDS``): enough for a server
     to verify the actor's signatures, nothing of its profile or its collections."""
     doc: Doc = {"@context": [AS_CONTEXT, SECURITY_CONTEXT]}
+    if "assertionMethod" in actor:
+        doc["@context"] = [
+            AS_CONTEXT,
+            SECURITY_CONTEXT,
+            integrity.MULTIKEY_CONTEXT,
+            ASSERTION_METHOD_TERM,
+        ]
     doc.update({name: actor[name] for name in KEY_ONLY_ACTOR_FIELDS if name in actor})
     return doc
 

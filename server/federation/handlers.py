@@ -37,6 +37,7 @@ from server.activitypub.actors import (
     store_actor,
 )
 from server.activitypub.jsonld import as_list, id_of
+from server.activitypub.proofs import Provenance
 from server.content import MAX_LINK
 from server.context import Context
 from server.errors import BadRequest, Forbidden, NotFound
@@ -63,6 +64,7 @@ class Incoming:
     inbox_assembly: Assembly | None  # None for the shared inbox
     raw: Doc | None = None  # the activity as it arrived (for forwarding)
     prefetched: Doc | None = None  # an Announce's object, fetched before the transaction
+    provenance: Provenance | None = None  # how the actor's authorship was shown
 
 
 Handler = Callable[[Incoming], Awaitable[bool]]  # returns False when the activity was ignored
@@ -380,7 +382,12 @@ async def handle_announce(incoming: Incoming) -> bool:
     now = ctx.clock()
     if ctx.urls.is_local(object_id):
         shared = await cosign.record_share(
-            session, ctx, announce=activity, actor_uri=incoming.actor_uri, now=now
+            session,
+            ctx,
+            announce=activity,
+            actor_uri=incoming.actor_uri,
+            now=now,
+            provenance=incoming.provenance,
         )
         if shared and incoming.raw is not None:
             await forwarding.forward_to_followers(

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import assemblies, following, relays
-from server.activitypub import delivery
+from server.activitypub import delivery, proofs
 from server.activitypub.actors import (
     ResolvedKey,
     fetch_actor,
@@ -33,7 +33,9 @@ from server.activitypub.jsonld import (
     as_list,
     id_of,
     normalise,
+    normalise_off_loop,
 )
+from server.activitypub.proofs import Provenance, Scheme
 from server.activitypub.signatures import (
     Rejected,
     parse_signature,
@@ -86,6 +88,13 @@ class Signed:
     owner_uri: str | None  # None: a Delete of an actor we never knew, nothing to verify
     fetched_key: ResolvedKey | None  # a key fetched for this request, stored on success
     activity: Doc | None = None  # ``raw`` normalised (off the event loop), once verified
+    # How the actor's authorship was shown (its HTTP signature, a proof, its origin).
+    provenance: Provenance | None = None
+    also_fetched: ResolvedKey | None = None  # a second fetched key (a forwarded activity's)
+
+    @property
+    def fetched_keys(self) -> list[ResolvedKey]:
+        return [key for key in (self.fetched_key, self.also_fetched) if key is not None]
 
 
 def parse_body(body: bytes) -> Doc:
@@ -164,7 +173,10 @@ async def authenticate(
         if raw.get("type") == "Delete" and id_of(raw.get("object")) == actor_uri:
             return Signed(raw, actor_uri, None, None)
         raise
-    return await _admitted(ctx, Signed(raw, actor_uri, signer.owner_uri, signer.fetched))
+    provenance = Provenance(Scheme.HTTP_SIGNATURE, signer.key_id)
+    return await _admitted(
+        ctx, Signed(raw, actor_uri, signer.owner_uri, signer.fetched, provenance=provenance)
+    )
 
 
 async def _blocked(ctx: Context, memo: Memo[Any], *uris: str) -> bool:
@@ -217,14 +229,29 @@ async def _forwarded(ctx: Context, signed: Signed) -> Signed:
     """A request signed by someone other than the activity's actor is a forwarded activity
     (ActivityPub §7.1.2: a co-signature passed on to an author's followers, a reply passed on
     to a thread's audience). The forwarder's signature says nothing about the actor, so the
-    activity is taken only as its origin serves it at its id; what the forwarder sent is
-    dropped. Without that confirmation it is refused as before."""
+    activity must prove itself: a FEP-8b32 proof or a Linked Data signature by its actor's
+    key (checked on the JSON as it arrived), refused outright if one is there and fails. With
+    neither (or one we cannot check), it is taken only as its origin serves it at its id, and
+    what the forwarder sent is dropped; without that confirmation it is refused as before."""
     if signed.owner_uri in (None, signed.actor_uri):
         return signed
     refused = "the signing key does not belong to the activity's actor"
     activity_id = id_of(signed.raw.get("id"))
     if not activity_id or not same_origin(activity_id, signed.actor_uri):
         raise Unauthorized(refused)
+    try:
+        checked = await proofs.check_document(ctx, signed.raw, owner_uri=signed.actor_uri)
+    except proofs.ProofInvalid as exc:
+        raise Unauthorized(f"{refused}, and its proof does not hold: {exc.reason}") from None
+    if checked is not None:
+        return Signed(
+            signed.raw,
+            signed.actor_uri,
+            signed.actor_uri,
+            checked.fetched,
+            provenance=checked.provenance,
+            also_fetched=signed.fetched_key,
+        )
     try:
         fetched = await ctx.client.fetch_json(activity_id, auth=ctx.instance_auth())
     except RemoteError as exc:
@@ -236,7 +263,13 @@ async def _forwarded(ctx: Context, signed: Signed) -> Signed:
         or id_of(original.get("actor")) != signed.actor_uri
     ):
         raise Unauthorized(f"{refused}, and its origin serves something else")
-    return Signed(original, signed.actor_uri, signed.actor_uri, signed.fetched_key)
+    return Signed(
+        original,
+        signed.actor_uri,
+        signed.actor_uri,
+        signed.fetched_key,
+        provenance=Provenance(Scheme.ORIGIN, activity_id),
+    )
 
 
 async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
@@ -285,6 +318,28 @@ async def prefetch(ctx: Context, signed: Signed) -> Doc | None:
         return await fetch_document(ctx, object_id)
     except RemoteError as exc:
         log.info("announced object %s not fetched: %s", object_id[:200], exc.message)
+        return await _proven_copy(ctx, raw.get("object"), object_id)
+
+
+async def _proven_copy(ctx: Context, embedded: object, object_id: str) -> Doc | None:
+    """The Announce's embedded copy of ``object_id``, when its origin cannot be reached and
+    the copy carries a proof that holds with its author's key as we already keep it (the
+    origin being down, its key cannot be fetched now). None otherwise."""
+    if not isinstance(embedded, dict) or id_of(embedded.get("id")) != object_id:
+        return None
+    owner = id_of(embedded.get("attributedTo"))
+    if "proof" not in embedded or not owner or not same_origin(object_id, owner):
+        return None
+    try:
+        checked = await proofs.check_document(ctx, embedded, owner_uri=owner, fetch=False)
+    except proofs.ProofInvalid as exc:
+        log.info("announced copy of %s refused: %s", object_id[:200], exc.reason)
+        return None
+    if checked is None:
+        return None
+    try:
+        return await normalise_off_loop(embedded)
+    except JsonLdError:
         return None
 
 
@@ -325,9 +380,9 @@ async def receive(
         checked_note(activity, actor_uri)
     elif types[0] == "Undo":
         check_undo(activity, actor_uri)
-    if signed.fetched_key is not None:
-        await store_resolved(session, ctx, signed.fetched_key)
-    elif ctx.urls.is_local(actor_uri):
+    for key in signed.fetched_keys:
+        await store_resolved(session, ctx, key)
+    if not signed.fetched_keys and ctx.urls.is_local(actor_uri):
         # One of our assemblies writing to another (server/federation/local.py): its key was
         # read from the database, so its actor row is made here, as a fetched key makes one.
         await fetch_actor(session, ctx, actor_uri)
@@ -338,7 +393,16 @@ async def receive(
     handled = False
     if handler is not None:
         handled = await handler(
-            Incoming(ctx, session, activity, actor_uri, inbox_assembly, raw, prefetched)
+            Incoming(
+                ctx,
+                session,
+                activity,
+                actor_uri,
+                inbox_assembly,
+                raw,
+                prefetched,
+                provenance=signed.provenance,
+            )
         )
     session.add(
         InboxActivity(

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.activitypub import delivery
 from server.activitypub.actors import store_resolved
 from server.activitypub.jsonld import JsonLdError, as_list, normalise_off_loop
+from server.activitypub.proofs import Provenance, Scheme
 from server.context import Context
 from server.db import create_sqlite_writer
 from server.errors import Forbidden, InterOccError
@@ -73,8 +74,8 @@ async def enqueue(ctx: Context, signed: Signed, *, inbox_handle: str | None) -> 
             async with session.begin():
                 if await _seen(session, activity_uri):
                     return Queued.DUPLICATE
-                if signed.fetched_key is not None:
-                    await store_resolved(session, ctx, signed.fetched_key)
+                for key in signed.fetched_keys:
+                    await store_resolved(session, ctx, key)
                 session.add(InboxItem(**_values(ctx, signed, inbox_handle)))
         except IntegrityError:
             # The same activity arrived twice at once: the other request queued it.
@@ -98,6 +99,8 @@ def _values(ctx: Context, signed: Signed, inbox_handle: str | None) -> dict[str,
         "attempts": 0,
         "received_at": now,
         "next_attempt_at": now,
+        "verified_by": signed.provenance.key_id if signed.provenance else None,
+        "verified_with": str(signed.provenance.scheme) if signed.provenance else None,
     }
 
 
@@ -173,7 +176,7 @@ class Enqueuer:
         ctx = self.ctx
         uris = [str(signed.raw["id"]) for signed, _, _ in batch]
         values = [_values(ctx, signed, handle) for signed, handle, _ in batch]
-        if self._thread is not None and all(s.fetched_key is None for s, _, _ in batch):
+        if self._thread is not None and all(not s.fetched_keys for s, _, _ in batch):
             loop = asyncio.get_running_loop()
             outcomes = await loop.run_in_executor(self._thread, self._store_sqlite, uris, values)
         else:
@@ -198,8 +201,9 @@ class Enqueuer:
             seen = set((await session.scalars(_known(uris))).all())
             outcomes, rows = _new_rows(seen, uris, values)
             for (signed, _, _), outcome in zip(batch, outcomes, strict=True):
-                if outcome is Queued.QUEUED and signed.fetched_key is not None:
-                    await store_resolved(session, ctx, signed.fetched_key)
+                if outcome is Queued.QUEUED:
+                    for key in signed.fetched_keys:
+                        await store_resolved(session, ctx, key)
             if rows:
                 await session.execute(insert(InboxItem), rows)  # one executemany
         return outcomes
@@ -279,6 +283,15 @@ class _Item:
     actor_uri: str
     inbox_handle: str | None
     document: dict[str, object]
+    provenance: Provenance | None
+
+
+def _provenance(scheme: str | None, key_id: str | None) -> Provenance | None:
+    """The queue row's record of how the request proved the actor's authorship."""
+    try:
+        return Provenance(Scheme(scheme), key_id) if scheme else None
+    except ValueError:  # a scheme a later version wrote
+        return None
 
 
 class _LeaseLost(Exception):
@@ -305,14 +318,27 @@ async def process(ctx: Context, item_id: int, *, token: str) -> InboxItemStatus 
         ).first()
         if row is None:
             return None
-        item = _Item(row.id, row.actor_uri, row.inbox_handle, dict(row.document))
+        item = _Item(
+            row.id,
+            row.actor_uri,
+            row.inbox_handle,
+            dict(row.document),
+            _provenance(row.verified_with, row.verified_by),
+        )
         # Blocked since it was queued: a block applies to what still waits, too.
         blocked = await delivery.blocking_domain(session, item.actor_uri) is not None
     try:
         if blocked:
             raise Forbidden("this instance does not accept activities from your domain")
         activity = await normalise_off_loop(item.document)
-        signed = Signed(item.document, item.actor_uri, item.actor_uri, None, activity)
+        signed = Signed(
+            item.document,
+            item.actor_uri,
+            item.actor_uri,
+            None,
+            activity,
+            provenance=item.provenance,
+        )
         prefetched = await prefetch(ctx, signed)
         async with ctx.sessions() as session, session.begin():
             await receive(

@@ -281,11 +281,15 @@ async def outbox(request: Request) -> Response:
                 ).all()
                 files = await communiques.attachments_of(session, [c.id for _, c in rows])
                 for activity, communique in rows:
-                    item = {k: v for k, v in activity.document.items() if k != "@context"}
-                    item["object"] = communiques.note_document(
-                        ctx.urls, assembly, communique, files.get(communique.id, [])
+                    items.append(
+                        communiques.outbox_item(
+                            ctx.urls,
+                            assembly,
+                            activity.document,
+                            communique,
+                            files.get(communique.id, []),
+                        )
                     )
-                    items.append(item)
         collection_id = ctx.urls.outbox(assembly.handle)
         return _paged(collection_id, total, page, items, request, signed=signed)
 
@@ -412,7 +416,7 @@ async def featured(request: Request) -> Response:
             ).all()
             files = await communiques.attachments_of(session, [c.id for c in pinned])
         items = [
-            communiques.note_document(ctx.urls, assembly, c, files.get(c.id, [])) for c in pinned
+            communiques.proven_note(ctx.urls, assembly, c, files.get(c.id, [])) for c in pinned
         ]
         doc = build_collection(
             collection_id=ctx.urls.featured(assembly.handle), total=len(items), first=None
@@ -443,12 +447,13 @@ async def communique(request: Request) -> Response:
         async with ctx.sessions() as session:
             assembly = await assemblies.get_public(session, handle)
             assembly, item = await communiques.get(session, assembly.handle, public_id)
-            note = await communiques.note_of(session, ctx.urls, assembly, item)
+            files = await communiques.attachments_of(session, [item.id])
         if item.deleted_at is not None:
             note_url = ctx.urls.communique(assembly.handle, item.public_id)
             tomb = build_tombstone(object_id=note_url, deleted=item.deleted_at)
             return as2({"@context": CONTEXT, **tomb}, media, status=410, signed=signed)
-        document = {"@context": communiques.context_of(ctx.urls, note), **note}
+        # The communiqué proves its origin wherever it is copied (FEP-8b32).
+        document = communiques.proven_note(ctx.urls, assembly, item, files.get(item.id, []))
         return as2(document, media, signed=signed)
 
     key = (request.url.path, media, signed)

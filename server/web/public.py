@@ -423,6 +423,7 @@ async def communique_page(request: Request, assembly: Assembly, item: Communique
         og_image_alt=first_image.alt_text if first_image is not None else "",
         member=member,
         manage_url=f"/manage/{assembly.handle}/communiques/{item.public_id}",
+        origin=communiques.check_origin(ctx.urls, assembly, item, files),
     )
 
 
