@@ -10,12 +10,16 @@
    hosts alone; on SQLite and on PostgreSQL.
 3. Incoming JSON-LD: ``normalise`` (expand, coerce, compact against our context) against a
    bare pyld expansion of the same Mastodon Create, both with our offline loader.
-4. Inbound federation (bench/inbound.py): signed inbox POSTs and actor GETs against bare
+4. Signing (bench/delivery.py): publish + delivery timed together, with the proofs and Linked
+   Data signature as built against signing switched off in the bench process, on SQLite and
+   on PostgreSQL; and the milliseconds one ``proofs.secure_activity`` call takes.
+5. Inbound federation (bench/inbound.py): signed inbox POSTs and actor GETs against bare
    Starlette apps, on SQLite and on PostgreSQL.
 
 Whatever needs PostgreSQL is skipped, and says so, when nothing answers at 127.0.0.1:5432.
 The ratios are what to watch, not the absolute numbers. Run with `make bench` (N
-deliveries, default 400: `python -m bench 1000`).
+deliveries, default 400: `python -m bench 1000`); the signing figures alone with
+`python -m bench signing [N]`.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ def normalise_ratio(runs: int = 200) -> tuple[float, float]:
 
 async def main(n: int) -> None:
     await delivery.sqlite_fanout(n)
+    await delivery.signing_cost()
+    await delivery.signing_fanout("SQLite", n)
     await delivery.dead_host_figures("SQLite")
     bare, full = normalise_ratio()
     print("incoming JSON-LD, one Mastodon Create:")
@@ -74,8 +80,13 @@ async def main(n: int) -> None:
     finally:
         await drop()
     await delivery.postgres_fanout(n)
+    await delivery.signing_fanout("PostgreSQL", n)
     await delivery.dead_host_figures("PostgreSQL")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 400))
+    args = sys.argv[1:]
+    if args[:1] == ["signing"]:
+        asyncio.run(delivery.signing_figures(int(args[1]) if len(args) > 1 else 400))
+    else:
+        asyncio.run(main(int(args[0]) if args else 400))

@@ -14,7 +14,14 @@ different ports are on different hosts, and the per-host cap applies to each.
 - dead hosts: 60 live, 30 hanging and 10 refusing hosts, one follower each; a communiqué
   published with ``worker.run_forever`` running (default settings, but a 3 s delivery
   timeout so the hanging requests end). How many live followers are served within 5 s, and
-  when the last one is, against the 60 live hosts alone.
+  when the last one is, against the 60 live hosts alone;
+- signing: publish and delivery timed together (``communiques.publish``, which signs the
+  Create{Note} once in ``outbox.send``, then ``worker.run_once`` to the same :data:`HOSTS`
+  hosts), with signing as built against signing switched off in this process
+  (``proofs.secure_activity`` returning the document unchanged); in process on SQLite and on
+  PostgreSQL, each on fresh databases, the two alternating. The communiqué is the founding
+  one (docs/founding-communique.txt), so the signed document is full size. And the
+  milliseconds one ``secure_activity`` call takes on that Create{Note}.
 """
 
 from __future__ import annotations
@@ -22,22 +29,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select
 
 from bench import inbound
 from server import assemblies, communiques, migrate, worker
+from server.activitypub import ldsig, proofs
 from server.activitypub.delivery import host_key
 from server.activitypub.signatures import generate_private_key_pem, load_private_key, sign_request
 from server.config import Settings
@@ -52,6 +62,7 @@ CONCURRENCY = DEFAULTS.delivery_concurrency
 PER_HOST = DEFAULTS.delivery_per_host
 BODY = b'{"type":"Create","object":{"type":"Note","content":"' + b"x" * 800 + b'"}}'
 SERVED_WITHIN = 5.0
+FOUNDING = Path(__file__).resolve().parent.parent / "docs" / "founding-communique.txt"
 
 
 def settings_for(database_url: str, **changes: object) -> Settings:
@@ -152,13 +163,13 @@ async def _follow(ctx: Context, inboxes: list[str]) -> None:
         )
 
 
-async def _publish(ctx: Context, n: int, *, wake: bool) -> None:
+async def _publish(ctx: Context, n: int, *, wake: bool, source: str = "Bench communiqué.") -> None:
     async with ctx.sessions() as session, session.begin():
         published = await communiques.publish(
             session,
             ctx.urls,
             handle="bench",
-            source="Bench communiqué.",
+            source=source,
             now=ctx.clock(),
             wake=ctx.wake if wake else None,
         )
@@ -280,6 +291,111 @@ async def dead_hosts(database_url: str, live: int, hanging: int, refusing: int) 
     )
 
 
+@contextlib.contextmanager
+def signing_timed(spent: list[float]) -> Iterator[None]:
+    """Within: every ``proofs.secure_activity`` call runs as built, its seconds appended to
+    ``spent``; restored afterwards."""
+    original = proofs.secure_activity
+
+    def timed(doc: Any, keys: proofs.SigningKeys, created: datetime) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(doc, keys, created)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    proofs.secure_activity = timed
+    try:
+        yield
+    finally:
+        proofs.secure_activity = original
+
+
+@contextlib.contextmanager
+def signing_off() -> Iterator[None]:
+    """Within: ``proofs.secure_activity`` returns the activity unchanged (no proof, no Linked
+    Data signature), in this process only; restored afterwards."""
+    original = proofs.secure_activity
+
+    def unsigned(doc: Any, keys: proofs.SigningKeys, created: datetime) -> Any:
+        return doc
+
+    proofs.secure_activity = unsigned
+    try:
+        yield
+    finally:
+        proofs.secure_activity = original
+
+
+async def publish_fanout(database_url: str, inboxes: list[str], source: str) -> float:
+    """Seconds from the start of ``communiques.publish`` (signing included, as built or
+    switched off by the caller) until ``worker.run_once`` has delivered to every inbox."""
+    settings = settings_for(database_url)
+    await _prepare(settings, inboxes, publish=False)
+    ctx = await create_context(settings)
+    try:
+        start = time.perf_counter()
+        await _publish(ctx, len(inboxes), wake=False, source=source)
+        done = 0
+        while done < len(inboxes):
+            done += await worker.run_once(ctx)
+        return time.perf_counter() - start
+    finally:
+        await ctx.aclose()
+
+
+@dataclass(frozen=True)
+class SigningCost:
+    first: float  # seconds, the first call in the process: the new assembly's keys parsed
+    warm: float  # seconds per call after it
+    ld_only: float  # seconds per ldsig.sign alone, as secure_activity calls it
+    size: int  # bytes of the signed JSON
+
+
+async def secure_activity_cost(runs: int = 100) -> SigningCost:
+    """What ``proofs.secure_activity`` costs on the Create{Note} ``communiques.publish``
+    builds for the founding communiqué (caught on its way into ``secure_activity``): its first
+    call, inside the publication, then per call warm, and ``ldsig.sign`` alone on the document
+    as ``secure_activity`` signs it (with its two proofs)."""
+    caught: list[tuple[Any, proofs.SigningKeys, datetime]] = []
+    first: list[float] = []
+    original = proofs.secure_activity
+
+    def catch(doc: Any, keys: proofs.SigningKeys, created: datetime) -> Any:
+        caught.append((doc, keys, created))
+        start = time.perf_counter()
+        try:
+            return original(doc, keys, created)
+        finally:
+            first.append(time.perf_counter() - start)
+
+    async with database("SQLite") as url:
+        settings = settings_for(url)
+        await _prepare(settings, [], publish=False)
+        ctx = await create_context(settings)
+        proofs.secure_activity = catch
+        try:
+            await _publish(ctx, 0, wake=False, source=FOUNDING.read_text())
+        finally:
+            proofs.secure_activity = original
+            await ctx.aclose()
+    [(doc, keys, created)] = caught
+    signed = original(doc, keys, created)
+    assert "proof" in signed and "proof" in signed["object"] and "signature" in signed
+    start = time.perf_counter()
+    for _ in range(runs):
+        original(doc, keys, created)
+    whole = (time.perf_counter() - start) / runs
+    # The Linked Data signature is made last, over the document with both proofs.
+    proven = {key: value for key, value in signed.items() if key != "signature"}
+    rsa_key = proofs.private_key(keys.rsa_private_pem)
+    start = time.perf_counter()
+    for _ in range(runs):
+        ldsig.sign(proven, creator=keys.rsa_key_id, private_key=rsa_key, created=created)
+    ld_only = (time.perf_counter() - start) / runs
+    return SigningCost(first[0], whole, ld_only, len(json.dumps(signed).encode()))
+
+
 # -- the figures ---------------------------------------------------------------------------
 
 
@@ -340,3 +456,71 @@ async def dead_host_figures(engine: str) -> None:
         f"  last live follower served after {mixed.last:.2f} s; with the {live} live hosts "
         f"alone {alone.last:.2f} s; ratio (with dead/alone) {mixed.last / alone.last:.2f}"
     )
+
+
+async def signing_fanout(engine: str, n: int, rounds: int = 3) -> None:
+    """Publish + delivery, signed as built and unsigned, alternating on fresh databases to the
+    same hosts; the fastest of ``rounds`` each."""
+    source = FOUNDING.read_text()
+    times: dict[bool, list[float]] = {True: [], False: []}
+    spent: list[float] = []  # seconds inside secure_activity, in the signed runs
+    with Sinks() as sinks:
+        hosts = [sinks.live() for _ in range(HOSTS)]
+        for _ in range(rounds):
+            for signed in (False, True):
+                for host in hosts:
+                    host.received.clear()
+                async with database(engine) as url:
+                    if signed:
+                        with signing_timed(spent):
+                            seconds = await publish_fanout(url, spread(hosts, n), source)
+                    else:
+                        with signing_off():
+                            seconds = await publish_fanout(url, spread(hosts, n), source)
+                times[signed].append(seconds)
+                sample = hosts[0].received[0].json
+                assert sum(len(h.received) for h in hosts) == n
+                assert ("signature" in sample and "proof" in sample) == signed, sample.keys()
+    signed_rate = n / min(times[True])
+    unsigned_rate = n / min(times[False])
+    print(
+        f"signing, {engine}, in process: communiques.publish + worker.run_once, {n} deliveries "
+        f"over {HOSTS} live hosts, the founding communiqué, best of {rounds} (alternating)"
+    )
+    print(f"  signing switched off:     {unsigned_rate:8.1f}/s")
+    print(f"  signed as built:          {signed_rate:8.1f}/s")
+    print(
+        f"  ratio (signed/unsigned): {signed_rate / unsigned_rate:.2f}  "
+        f"cost {100 * (unsigned_rate / signed_rate - 1):+.1f} % time"
+    )
+    # The difference above is within the run-to-run spread; this share is not. Each run has a
+    # new assembly, so its one signing is a first call (its RSA key parsed, as after a restart).
+    assert len(spent) == rounds, spent  # one signing per publication, none per delivery
+    share = sum(spent) / sum(times[True])
+    print(
+        f"  inside secure_activity: {1000 * sum(spent) / rounds:.2f} ms per publication "
+        f"(first call), {100 * share:.2f} % of the signed runs' time"
+    )
+
+
+async def signing_cost() -> None:
+    cost = await secure_activity_cost()
+    print(f"signing one Create{{Note}} (the founding communiqué, {cost.size} bytes signed):")
+    print(f"  proofs.secure_activity, first call: {cost.first * 1000:8.2f} ms (keys parsed)")
+    print(f"  proofs.secure_activity, warm:       {cost.warm * 1000:8.2f} ms")
+    print(
+        f"  of which ldsig.sign:                {cost.ld_only * 1000:8.2f} ms "
+        "(URDNA2015 + RSA, over both proofs)"
+    )
+
+
+async def signing_figures(n: int) -> None:
+    """The signing figures alone (``python -m bench signing [N]``)."""
+    await signing_cost()
+    await signing_fanout("SQLite", n)
+    pg = await inbound.postgres_database()
+    if pg is None:
+        print("PostgreSQL: not answering at 127.0.0.1:5432, not measured")
+        return
+    await pg[1]()  # only asked whether it answers; signing_fanout makes its own
+    await signing_fanout("PostgreSQL", n)

@@ -131,7 +131,11 @@ async def test_follow_timeline_cosign_and_forwarding(
     assert forwarded[0].json is not None
     assert forwarded[0].json["actor"] == ctx.urls.actor("sol")
     assert forwarded[0].json["object"] == published.url
-    assert "forwarded by" in forwarded[0].reason
+    # Believed as Mastodon believes a forwarded activity: on A's own Linked Data signature
+    # (checked by an independent implementation), without asking A's server.
+    assert "forwarded by " + ctx_b.urls.actor("plaza") in forwarded[0].reason
+    assert "Linked Data signature by its actor holds" in forwarded[0].reason
+    assert forwarded[0].json["signature"]["creator"] == ctx.urls.key_id("sol")
 
     # A cannot co-sign twice.
     async with ctx.sessions() as session, session.begin():
@@ -276,7 +280,9 @@ async def test_ratification_record_travels_as_data_and_as_text(
     creates = [r.json for r in peer.received if r.json and r.json.get("type") == "Create"]
     assert len(creates) == 1
     create = creates[0]
-    assert create["@context"][-1] == ctx.urls.base + "/ns/interocc/v1"
+    assert ctx.urls.base + "/ns/interocc/v1" in create["@context"]
+    # Signed like every public activity, over the interocc terms too (its context is ours).
+    assert create["signature"]["type"] == "RsaSignature2017" and "proof" in create
     content = create["object"]["content"]
     assert (
         "Decided by modified consensus (90% threshold) on 20 May 2011 at Puerta del Sol" in content
@@ -291,7 +297,7 @@ async def test_ratification_record_travels_as_data_and_as_text(
         note = await http.get(published.url, headers={"Accept": "application/activity+json"})
     assert "Decided by modified consensus" in page.text
     assert note.json()["ratification"]["process"] == "ModifiedConsensus"
-    assert note.json()["@context"][-1] == ctx.urls.base + "/ns/interocc/v1"
+    assert ctx.urls.base + "/ns/interocc/v1" in note.json()["@context"]
 
 
 def vote(actor_id: str, poll_url: str, assembly_uri: str, choice: str, n: int) -> dict[str, object]:
@@ -499,8 +505,9 @@ async def test_cosigning_on_one_instance_reaches_the_authors_followers(
 async def test_forwarded_activity_is_taken_as_its_origin_serves_it(
     ctx: Context, server: ServerThread, ctx_b: Context, server_b: ServerThread, peer: Peer
 ) -> None:
-    """A Create by B's assembly, forwarded to A by a third server that tampered with it:
-    A takes the activity from B (its origin), not the forwarder's copy."""
+    """A Create by B's assembly, forwarded to A by a third server that tampered with it.
+    With B's proofs on it, the tampering shows: refused, nothing stored. Stripped of them, it
+    proves nothing: A takes the activity from B (its origin), not the forwarder's copy."""
     from server.models import Activity
 
     await approved_assembly(ctx, "sol", name="Asamblea de Sol")
@@ -514,7 +521,14 @@ async def test_forwarded_activity_is_taken_as_its_origin_serves_it(
     forged = dict(create.document)
     forged["object"] = {**forged["object"], "content": "<p>The assembly is cancelled.</p>"}
     forwarder = peer.add_actor("forwarder")
-    answer = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), forged)
+    before = await count(ctx, InboxItem)
+    refused = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), forged)
+    assert refused.status_code == 401, refused.text
+    assert "proof does not hold" in refused.json()["error"]
+    assert await count(ctx, InboxItem) == before
+
+    unproven = {k: v for k, v in forged.items() if k not in ("proof", "signature")}
+    answer = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), unproven)
     assert answer.status_code == 202 and answer.json()["status"] == "queued"
     async with ctx.sessions() as session:
         sol = await assemblies.get(session, "sol")
@@ -522,5 +536,5 @@ async def test_forwarded_activity_is_taken_as_its_origin_serves_it(
     assert "7pm" in shown.content_html and "cancelled" not in shown.content_html
 
     # Forwarded again (same id): a duplicate, nothing changes.
-    again = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), forged)
+    again = await peer.post_activity(forwarder, ctx.urls.shared_inbox(), unproven)
     assert again.status_code == 202 and again.json()["status"] == "duplicate"

@@ -7,17 +7,14 @@ The algorithm (Mastodon's ``LinkedDataSignature``)::
     to_be_signed  = sha256_hex(URDNA2015(options)) + sha256_hex(URDNA2015(doc - signature))
     signatureValue = base64(RSASSA-PKCS1-v1_5-SHA256(to_be_signed))
 
-The independent half uses pyld and ``cryptography`` directly, with only the contexts pyld ships
-itself, and writes the options' canonical N-Quads out by hand from the identity/v1 context
-(``creator`` is ``dc:creator`` as an IRI, ``created`` is ``dc:created`` as an xsd:dateTime).
+The independent half (tests/support/ldsig_spec.py) uses pyld and ``cryptography`` directly, with
+only the contexts pyld ships itself, and writes the options' canonical N-Quads out by hand.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,10 +22,7 @@ from typing import Any
 
 import pyld.jsonld
 import pytest
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-from pyld.documentloader.frozen import BUNDLED_CONTEXTS
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from server.activitypub import bounds, ldsig
 from server.activitypub.jsonld import normalise
@@ -40,6 +34,7 @@ from server.activitypub.signatures import (
     load_public_key,
 )
 from server.activitypub.vocab import CONTEXT, PUBLIC, build_activity, build_note
+from tests.support import ldsig_spec
 from tests.support.nonet import forbid_network
 
 ACTOR = "https://interocc.example/actors/libertyplaza"
@@ -117,69 +112,16 @@ def assert_rejected(result: ldsig.Verified | Rejected, fragment: str) -> None:
     assert fragment.lower() in result.reason.lower(), result.reason
 
 
-# ---- the independent implementation -----------------------------------------------------------
-
-
-def _pyld_loader(url: str, options: object = None) -> dict[str, Any]:
-    """Only the contexts that pyld itself ships (ActivityStreams, security v1...)."""
-    if url not in BUNDLED_CONTEXTS:
-        raise LookupError(f"no offline copy of {url}")
-    document = json.loads(BUNDLED_CONTEXTS[url].read_text(encoding="utf-8"))
-    return {"contextUrl": None, "documentUrl": url, "document": document}
-
-
-def _sha256_hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def independent_to_be_signed(document: dict[str, Any], creator: str, created: str) -> bytes:
-    # identity/v1: "creator": {"@id": "dc:creator", "@type": "@id"},
-    #              "created": {"@id": "dc:created", "@type": "xsd:dateTime"}
-    options_nquads = (
-        f'_:c14n0 <http://purl.org/dc/terms/created> "{created}"'
-        "^^<http://www.w3.org/2001/XMLSchema#dateTime> .\n"
-        f"_:c14n0 <http://purl.org/dc/terms/creator> <{creator}> .\n"
-    )
-    unsigned = {k: v for k, v in document.items() if k != "signature"}
-    document_nquads = pyld.jsonld.normalize(
-        unsigned,
-        {
-            "algorithm": "URDNA2015",
-            "format": "application/n-quads",
-            "documentLoader": _pyld_loader,
-        },
-    )
-    assert document_nquads
-    return (_sha256_hex(options_nquads) + _sha256_hex(document_nquads)).encode("ascii")
+# ---- the independent implementation (tests/support/ldsig_spec.py) ----------------------------
 
 
 def independent_verify(document: dict[str, Any], public_key: PublicKey) -> bool:
     """RsaSignature2017 verification written from the algorithm, sharing no code with ldsig."""
-    signature = document["signature"]
-    assert signature["type"] == "RsaSignature2017"
-    data = independent_to_be_signed(document, signature["creator"], signature["created"])
-    assert isinstance(public_key, rsa.RSAPublicKey)
-    try:
-        public_key.verify(
-            base64.b64decode(signature["signatureValue"]), data, padding.PKCS1v15(), hashes.SHA256()
-        )
-    except InvalidSignature:
-        return False
-    return True
+    return ldsig_spec.verify(document, public_key)
 
 
 def independent_sign(document: dict[str, Any], key: rsa.RSAPrivateKey) -> dict[str, Any]:
-    data = independent_to_be_signed(document, KEY_ID, CREATED_TEXT)
-    value = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    return {
-        **document,
-        "signature": {
-            "type": "RsaSignature2017",
-            "creator": KEY_ID,
-            "created": CREATED_TEXT,
-            "signatureValue": base64.b64encode(value).decode("ascii"),
-        },
-    }
+    return ldsig_spec.sign(document, key, creator=KEY_ID, created=CREATED_TEXT)
 
 
 # ---- round trips -------------------------------------------------------------------------------

@@ -222,7 +222,10 @@ async def check_document(
     ProofInvalid when one is there and fails: altered content, a key that is not the owner's.
     """
     if "proof" in raw:
-        return await _check_proof(ctx, raw, owner_uri, fetch)
+        checked = await _check_proof(ctx, raw, owner_uri, fetch)
+        if checked is not None:
+            return checked
+    # No proof, or one we could not check (its key is out of reach): the signature may do.
     if "signature" in raw:
         return await _check_ld_signature(ctx, raw, owner_uri, fetch)
     return None

@@ -232,13 +232,10 @@ def build_attachment(
     return doc
 
 
-def build_tombstone(*, object_id: str, deleted: datetime, former_type: str = "Note") -> Doc:
-    return {
-        "id": object_id,
-        "type": "Tombstone",
-        "formerType": former_type,
-        "deleted": iso(deleted),
-    }
+def build_tombstone(*, object_id: str, deleted: datetime) -> Doc:
+    # No formerType: ActivityStreams types it as an IRI, so "Note" would be a relative one,
+    # which JSON-LD processors drop (ours, when signing) or refuse (Fedify's, when verifying).
+    return {"id": object_id, "type": "Tombstone", "deleted": iso(deleted)}
 
 
 def build_activity(

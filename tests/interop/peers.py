@@ -3,9 +3,10 @@
 A scenario drives a peer through the control API both share (conftest.py) and asks its
 ``PeerCase`` about everything that differs between them:
 
-- how the peer shows it verified our signature (Fedify reports the method it used and that
-  no LD signature was involved; bovine's ``SignatureChecker`` reports the key owner and the
-  headers our draft-cavage signature covers);
+- how the peer shows it verified our signature (Fedify reports the method it used: the
+  Linked Data signature of a public activity, the HTTP signature of any other; bovine's
+  ``SignatureChecker`` reports the key owner and the headers our draft-cavage signature
+  covers);
 - how it signs its own requests (Fedify: RFC 9421 first, accepted at the first knock;
   bovine: draft-cavage with a lower-case ``sha-256=`` Digest) and which signature variants
   it can send raw;
@@ -168,14 +169,29 @@ class FedifyCase(PeerCase):
         return received
 
     def assert_verified(self, entry: Json, ctx: Context, handle: str) -> None:
-        """Fedify verified this activity from our HTTP signature alone (we send no LD
-        signature)."""
+        """Fedify verified this activity as the assembly ``handle``'s.
+
+        A public activity carries the assembly's RsaSignature2017 Linked Data signature and a
+        FEP-8b32 proof (server/activitypub/proofs.py): Fedify's inbox checks the signature
+        first and, as it holds, looks no further. Any other activity (an Accept) carries
+        only our HTTP signature, which Fedify then verifies. Either way the peer's own check
+        of the HTTP signature (fedify-peer/server.mjs, ``ownChecks``) holds with the
+        assembly's key.
+        """
         assert entry["verified"] is True, entry["unverifiedReason"]
-        assert entry["verification"] == "http-signature", entry
-        assert entry["httpSignatureVerified"] is True
-        assert entry["ldSignatureVerified"] is False
-        assert entry["httpSignatureKeyId"] == ctx.urls.key_id(handle)
         assert entry["actor"] == ctx.urls.actor(handle)
+        if "signature" in entry["raw"]:
+            assert entry["raw"]["signature"]["creator"] == ctx.urls.key_id(handle)
+            assert entry["httpSignatureVerified"] is False  # not needed, so not checked
+            assert entry["verification"] == "ld-signature", entry
+            assert entry["ldSignatureVerified"] is True
+        else:
+            assert entry["verification"] == "http-signature", entry
+            assert entry["httpSignatureVerified"] is True
+            assert entry["ldSignatureVerified"] is False
+            assert entry["httpSignatureKeyId"] == ctx.urls.key_id(handle)
+        checked = entry["checks"]["httpSignature"]
+        assert (checked["verified"], checked["keyId"]) == (True, ctx.urls.key_id(handle)), checked
 
     async def assert_signed_requests(self, ctx: Context, *, posts: int) -> None:
         """Every request Fedify made to us was signed RFC 9421 and succeeded at the first knock.

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from sqlalchemy import select, update
 
 from server import assemblies, moderation
+from server.activitypub import integrity
 from server.activitypub.signatures import sign_request_rfc9421
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context
@@ -275,7 +276,16 @@ async def test_an_unsigned_get_of_an_assembly_gets_only_its_key(
     response = await http.get(ctx.urls.actor(HANDLE), headers={"Accept": AP_JSON})
     assert response.status_code == 200
     doc = response.json()
-    assert set(doc) == {"@context", "id", "type", "preferredUsername", "inbox", "publicKey"}
+    # Its keys only: the RSA key of its signatures, the Ed25519 key of its proofs.
+    assert set(doc) == {
+        "@context",
+        "id",
+        "type",
+        "preferredUsername",
+        "inbox",
+        "publicKey",
+        "assertionMethod",
+    }
     assert doc["id"] == ctx.urls.actor(HANDLE) and doc["type"] == "Group"
     assert doc["inbox"] == ctx.urls.inbox(HANDLE)
     async with ctx.sessions() as session:
@@ -285,6 +295,8 @@ async def test_an_unsigned_get_of_an_assembly_gets_only_its_key(
         "owner": ctx.urls.actor(HANDLE),
         "publicKeyPem": assembly.public_key_pem,
     }
+    ((method, controller, _key),) = integrity.assertion_keys_of(doc)
+    assert (method, controller) == (ctx.urls.assertion_key_id(HANDLE), ctx.urls.actor(HANDLE))
     assert "Signature" in response.headers["vary"]
     assert await snapshot(ctx) == before
 
@@ -311,6 +323,7 @@ async def test_a_badly_signed_get_of_an_assembly_gets_only_its_key(
         "preferredUsername",
         "inbox",
         "publicKey",
+        "assertionMethod",
     }
     assert await snapshot(ctx) == before
 

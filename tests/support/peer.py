@@ -20,15 +20,18 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import base58
 import httpx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import httpsig, keys
+from server.activitypub.context_tables import tables as _context_tables
+
+from . import httpsig, keys, ldsig_spec
 from .servers import ServerThread
 
 AS_CONTEXT = "https://www.w3.org/ns/activitystreams"
@@ -56,6 +59,13 @@ def public_pem(key: rsa.RSAPrivateKey) -> str:
     )
 
 
+# Contexts other servers download when they check a signature (published documents, which
+# pyld does not ship): the data-integrity contexts our activities name.
+PUBLISHED_CONTEXTS = {
+    url: doc for url, doc in _context_tables().items() if "w3id.org/security" in url
+}
+
+
 def _client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=10.0, trust_env=False)
 
@@ -67,6 +77,8 @@ class PeerActor:
     private_key: rsa.RSAPrivateKey = field(repr=False)
     # Other identities (Mastodon's account aliases): a Move to this actor names them.
     also_known_as: list[str] = field(default_factory=list)
+    # An Ed25519 key for FEP-8b32 proofs, published as a Multikey under assertionMethod.
+    ed25519_key: ed25519.Ed25519PrivateKey | None = field(default=None, repr=False)
 
     # Derived from the peer's address, so actors may be added before Peer.start().
     @property
@@ -90,6 +102,15 @@ class PeerActor:
         return public_pem(self.private_key)
 
     @property
+    def assertion_key_id(self) -> str:
+        return f"{self.id}#ed25519-key"
+
+    def with_proof_key(self) -> PeerActor:
+        """Give this actor an Ed25519 key, published in its document (FEP-521a)."""
+        self.ed25519_key = ed25519.Ed25519PrivateKey.generate()
+        return self
+
+    @property
     def handle(self) -> str:
         return f"{self.username}@{self.peer.host}"
 
@@ -97,6 +118,30 @@ class PeerActor:
         doc = self._document()
         if self.also_known_as:
             doc["alsoKnownAs"] = list(self.also_known_as)
+        if self.ed25519_key is not None:
+            raw = self.ed25519_key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            # Multibase base58btc of the multicodec ed25519-pub prefix and the key (FEP-521a).
+            doc["@context"] = [
+                *doc["@context"],
+                "https://w3id.org/security/multikey/v1",
+                {
+                    "assertionMethod": {
+                        "@id": "https://w3id.org/security#assertionMethod",
+                        "@type": "@id",
+                        "@container": "@set",
+                    }
+                },
+            ]
+            doc["assertionMethod"] = [
+                {
+                    "id": self.assertion_key_id,
+                    "type": "Multikey",
+                    "controller": self.id,
+                    "publicKeyMultibase": "z" + base58.b58encode(b"\xed\x01" + raw).decode(),
+                }
+            ]
         return doc
 
     def _document(self) -> dict[str, Any]:
@@ -140,6 +185,9 @@ class Peer:
         self.gets: list[tuple[str, dict[str, str]]] = []
         self.key_cache: dict[str, tuple[str, str]] = {}  # keyId -> (owner, pem)
         self.follow_inboxes: dict[str, str] = {}  # Follow id -> inbox it was sent to
+        # Documents the peer serves at {base}/objects/{name} (its own activities, as an
+        # origin serves them); a GET of one is logged in ``gets`` like every other.
+        self.objects: dict[str, dict[str, Any]] = {}
         self._http: httpx.AsyncClient | None = None  # lives in the server thread's loop
         self._thread: ServerThread | None = None
         self.app = Starlette(
@@ -148,6 +196,7 @@ class Peer:
                 Route("/users/{username}", self._actor, methods=["GET"]),
                 Route("/users/{username}/{collection:str}", self._collection, methods=["GET"]),
                 Route("/users/{username}/inbox", self._inbox, methods=["POST"]),
+                Route("/objects/{name}", self._object, methods=["GET"]),
                 Route("/inbox", self._inbox, methods=["POST"]),
             ],
             lifespan=self._lifespan,
@@ -217,6 +266,16 @@ class Peer:
             return Response(status_code=404)
         return JSONResponse(actor.document(), media_type=AP_JSON)
 
+    async def _object(self, request: Request) -> Response:
+        self._log_get(request)
+        doc = self.objects.get(request.path_params["name"])
+        if doc is None:
+            return Response(status_code=404)
+        return JSONResponse(doc, media_type=AP_JSON)
+
+    def object_url(self, name: str) -> str:
+        return f"{self.base_url}/objects/{name}"
+
     async def _collection(self, request: Request) -> Response:
         self._log_get(request)
         actor = self.actors.get(request.path_params["username"])
@@ -283,12 +342,28 @@ class Peer:
         actor = (doc or {}).get("actor")
         actor = actor.get("id") if isinstance(actor, dict) else actor
         if actor != owner:
-            # A forwarded activity (signed by the forwarder): trusted only if its origin
-            # serves the same activity at its id, as Pleroma and Akkoma check.
+            # A forwarded activity (signed by the forwarder): trusted on a Linked Data
+            # signature by its actor, as Mastodon checks, else only if its origin serves the
+            # same activity at its id, as Pleroma checks.
+            if doc is not None and await self._ld_signed_by(doc, actor):
+                return True, f"forwarded by {owner}; Linked Data signature by its actor holds"
             if doc is not None and await self._same_at_origin(doc):
                 return True, f"forwarded by {owner}; confirmed at its origin"
             return False, f"activity actor {actor!r} is not the key owner {owner!r}"
         return True, "ok"
+
+    async def _ld_signed_by(self, doc: dict[str, Any], actor: object) -> bool:
+        """An RsaSignature2017 signature by a key of ``actor``, checked with the independent
+        implementation (tests/support/ldsig_spec.py)."""
+        signature = doc.get("signature")
+        if not isinstance(signature, dict) or not isinstance(signature.get("creator"), str):
+            return False
+        try:
+            owner, pem = await self._key(signature["creator"], refresh=False)
+            key = serialization.load_pem_public_key(pem.encode())
+            return owner == actor and ldsig_spec.verify(doc, key, PUBLISHED_CONTEXTS)
+        except Exception:  # no key, a context we lack, a malformed signature: not verified
+            return False
 
     async def _same_at_origin(self, doc: dict[str, Any]) -> bool:
         activity_id = doc.get("id")

@@ -18,8 +18,13 @@ import {
   generateCryptoKeyPair,
   InProcessMessageQueue,
   MemoryKvStore,
+  detachSignature,
   SendActivityError,
   signRequest,
+  verifyJsonLd,
+  verifyObject,
+  verifyProof,
+  verifyRequestDetailed,
 } from "@fedify/fedify";
 import {
   Accept,
@@ -34,6 +39,7 @@ import {
   Mention,
   Move,
   Note,
+  Object as ASObject,
   Person,
   PUBLIC_COLLECTION,
   Reject,
@@ -347,7 +353,21 @@ async function recordActivity(ctx, activity, { verified, reason = null }) {
   const received = store?.received ?? null;
   let json = null;
   try {
-    json = await activity.toJsonLd({ contextLoader: ctx.contextLoader });
+    // Fedify's vocabulary parse of the body without its `signature`, written back out: what
+    // its inbox parses on the proof and HTTP-signature paths.  On the Linked Data signature
+    // path it parses its own compacted copy instead (whose JSON-LD, cached and returned by
+    // toJsonLd(), spells terms its contexts lack as `as:sensitive`, `as:Hashtag`, …), so the
+    // body is parsed again here: `json` has the same shape whichever check Fedify relied on.
+    const raw = store?.bodyJson;
+    let parsed = activity;
+    if (raw != null && typeof raw === "object" && !Array.isArray(raw)) {
+      try {
+        parsed = await Activity.fromJsonLd(detachSignature(raw), ctx);
+      } catch {
+        parsed = activity; // what Fedify's inbox parsed, then
+      }
+    }
+    json = await parsed.toJsonLd({ contextLoader: ctx.contextLoader });
   } catch (error) {
     json = { error: `toJsonLd failed: ${error?.message ?? error}` };
   }
@@ -371,6 +391,10 @@ async function recordActivity(ctx, activity, { verified, reason = null }) {
     unverifiedReason: reason,
     json,
     raw: store?.bodyJson ?? null,
+    // The incoming[] entry of the request that carried it, and the peer's own checks of
+    // its raw body (see ownChecks).
+    requestSeq: store?.requestSeq ?? null,
+    checks: store?.checks ?? null,
   };
   state.activities.push(entry);
   return entry;
@@ -405,6 +429,134 @@ async function describeNote(ctx, activity) {
   } catch (error) {
     return { error: String(error?.message ?? error) };
   }
+}
+
+// ---------------------------------------------------------------- the peer's own checks
+// Fedify's inbox stops at the first check that holds (Linked Data signature, then Object
+// Integrity Proof, then the HTTP signature) and reports only which one it was.  So that a
+// test can see every verdict, the peer also runs Fedify's exported verification functions
+// itself on the raw body of every POST to an inbox, just before handing the request to
+// Fedify (so by the time the sender has its answer, the checks are recorded):
+//   httpSignature: verifyRequestDetailed() on the request as received;
+//   ldSignature:   verifyJsonLd() on the body (RsaSignature2017; the key's owner must be the
+//                  actor, as in Fedify's inbox);
+//   proof:         verifyObject(Activity, body without `signature`), as Fedify's inbox
+//                  does, plus verifyProof() for each proof to name its key's controller;
+//   objectProof:   verifyObject(Object, body.object) when the object is embedded (a Note
+//                  signed by its author; `present: false` when it has no proof of its own).
+// Keys are fetched with alice's signed document loader, memoised per request; `fetched`
+// lists the URLs these checks loaded (they show up in outgoing[] too).
+const INBOX_PATH = /^\/(users\/[^/]+\/)?inbox$/;
+
+function errorText(error) {
+  return String(error?.message ?? error).slice(0, 500);
+}
+
+function recordingLoader(base, fetched) {
+  const memo = new Map();
+  return async (url, options) => {
+    let loaded = memo.get(url);
+    if (loaded == null) {
+      fetched.push(url);
+      loaded = Promise.resolve(base(url, options));
+      memo.set(url, loaded);
+    }
+    return structuredClone(await loaded);
+  };
+}
+
+function asList(value) {
+  if (value == null) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+async function checkHttpSignature(request, options) {
+  const result = { present: false, verified: null, keyId: null, owner: null, reason: null };
+  if (!request.headers.has("signature") && !request.headers.has("signature-input")) return result;
+  result.present = true;
+  try {
+    const verdict = await verifyRequestDetailed(request, options);
+    result.verified = verdict.verified === true;
+    if (result.verified) {
+      result.keyId = verdict.key?.id?.href ?? null;
+      result.owner = verdict.key?.ownerId?.href ?? null;
+    } else {
+      result.keyId = verdict.reason?.keyId?.href ?? null;
+      result.reason = verdict.reason?.type ?? null;
+    }
+  } catch (error) {
+    result.verified = false;
+    result.reason = errorText(error);
+  }
+  return result;
+}
+
+async function checkLdSignature(json, options) {
+  const sig = json.signature;
+  const result = {
+    present: sig != null,
+    type: sig?.type ?? null,
+    creator: sig?.creator ?? null,
+    verified: null,
+    error: null,
+  };
+  if (!result.present) return result;
+  try {
+    result.verified = (await verifyJsonLd(json, options)) === true;
+  } catch (error) {
+    result.verified = false;
+    result.error = errorText(error);
+  }
+  return result;
+}
+
+async function checkProofs(cls, json, options) {
+  const result = { present: asList(json.proof).length > 0, verified: null, keys: [], error: null };
+  if (!result.present) return result;
+  try {
+    const object = await cls.fromJsonLd(json, options);
+    for await (const proof of object.getProofs(options)) {
+      const key = await verifyProof(json, proof, options);
+      result.keys.push({
+        keyId: proof.verificationMethodId?.href ?? null,
+        cryptosuite: proof.cryptosuite ?? null,
+        verified: key != null,
+        controller: key?.controllerId?.href ?? null,
+      });
+    }
+    // All proofs hold and every actor/attributedTo is a controller of one of their keys.
+    result.verified = (await verifyObject(cls, json, options)) != null;
+  } catch (error) {
+    result.verified = false;
+    result.error = errorText(error);
+  }
+  return result;
+}
+
+async function ownChecks(request, json) {
+  const t0 = performance.now();
+  const ctx = controlContext();
+  const fetched = [];
+  const options = {
+    contextLoader: ctx.contextLoader,
+    documentLoader: recordingLoader(await signedLoader(ctx), fetched),
+  };
+  const httpSignature = await checkHttpSignature(request, options);
+  const ldSignature = await checkLdSignature(json, options);
+  const proof = await checkProofs(Activity, detachSignature(json), options);
+  const embedded = json.object;
+  const objectProof =
+    embedded != null && typeof embedded === "object" && !Array.isArray(embedded)
+      ? { type: embedded.type ?? null, id: embedded.id ?? null, ...(await checkProofs(ASObject, embedded, options)) }
+      : null;
+  return {
+    httpSignature,
+    ldSignature,
+    proof,
+    objectProof,
+    fetched,
+    ms: Math.round(performance.now() - t0),
+  };
 }
 
 function listener(handler) {
@@ -1107,8 +1259,33 @@ async function handleNodeRequest(req, res) {
     status: null,
     responseBody: null,
   };
+  const inboxPost =
+    req.method === "POST" && INBOX_PATH.test(url.pathname) &&
+    bodyJson != null && typeof bodyJson === "object" && !Array.isArray(bodyJson);
+  if (inboxPost) {
+    entry.raw = bodyJson; // the exact JSON body, as received
+    entry.fedify = null; // what Fedify reported it verified (see wrapSpan)
+    entry.checks = null; // the peer's own checks (see ownChecks)
+  }
   state.incoming.push(entry);
-  const store = { path: url.pathname, signature: sig, bodyJson, received: null };
+  const store = {
+    path: url.pathname,
+    signature: sig,
+    bodyJson,
+    received: null,
+    requestSeq: entry.seq,
+    checks: null,
+  };
+  if (inboxPost) {
+    // The peer's own checks run first, so that an activity shows up in activities[] (with
+    // its checks) only once everything about it is known, just before the answer is sent.
+    try {
+      entry.checks = await ownChecks(new Request(url, { method: req.method, headers, body }), bodyJson);
+    } catch (error) {
+      entry.checks = { error: errorText(error) };
+    }
+    store.checks = entry.checks;
+  }
   const response = await als.run(store, () =>
     federation.fetch(request, {
       contextData: undefined,
@@ -1118,6 +1295,19 @@ async function handleNodeRequest(req, res) {
     })
   );
   entry.status = response.status;
+  if (inboxPost) {
+    const received = store.received;
+    // Fedify's span event, as emitted: before its check that the HTTP signature's key
+    // belongs to the actor, so a 401 with httpSignatureVerified true means they differ.
+    entry.fedify = received == null ? null : {
+      activityVerified: Boolean(received["activitypub.activity.verified"]),
+      verification: received["activitypub.activity.verified"] ? verificationMethod(received) : null,
+      ldSignatureVerified: Boolean(received["ld_signatures.verified"]),
+      httpSignatureVerified: Boolean(received["http_signatures.verified"]),
+      httpSignatureKeyId: received["http_signatures.key_id"] || null,
+      httpSignatureFailureReason: received["http_signatures.failure_reason"] ?? null,
+    };
+  }
   const out = Buffer.from(await response.arrayBuffer());
   if (response.status >= 400) entry.responseBody = out.toString("utf8").slice(0, 1000);
   const outHeaders = {};
