@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,41 @@ async def test_each_revision_steps_up_and_down(engine: AsyncEngine) -> None:
         await migrate.downgrade(engine, previous or "base")
         assert await migrate.current_revision(engine) == previous
     assert await tables(engine) <= {"alembic_version"}
+
+
+async def test_assemblies_made_before_0011_get_a_proof_key(engine: AsyncEngine) -> None:
+    """0011 gives every existing assembly its own Ed25519 key (a Multikey in its actor)."""
+    import sqlalchemy as sa
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    await migrate.upgrade(engine, "0010")
+
+    def insert(conn: Connection) -> None:
+        table = sa.Table("assemblies", sa.MetaData(), autoload_with=conn)
+        for handle in ("plaza", "sol"):
+            row: dict[str, Any] = {}
+            for column in table.columns:
+                if column.primary_key or column.nullable:
+                    continue
+                kind = column.type
+                if isinstance(kind, sa.Enum):
+                    row[column.name] = kind.enums[0]
+                elif isinstance(kind, sa.Boolean):
+                    row[column.name] = False
+                elif isinstance(kind, sa.JSON):
+                    row[column.name] = []
+                elif isinstance(kind, sa.DateTime):
+                    row[column.name] = datetime.now(UTC)
+                else:
+                    row[column.name] = handle
+            conn.execute(table.insert().values(**row))
+
+    async with engine.begin() as conn:
+        await conn.run_sync(insert)
+    await migrate.upgrade(engine)
+    async with engine.connect() as conn:
+        pems = (await conn.execute(sa.text("SELECT ed25519_private_key_pem FROM assemblies"))).all()
+    keys = [serialization.load_pem_private_key(p.encode(), password=None) for (p,) in pems]
+    assert len(keys) == 2 and all(isinstance(k, ed25519.Ed25519PrivateKey) for k in keys)
+    assert pems[0] != pems[1]  # one key each

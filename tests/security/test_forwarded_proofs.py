@@ -18,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import select
 
-from server.activitypub import integrity, ldsig
+from server.activitypub import integrity, ldsig, proofs
 from server.context import Context
+from server.federation import inbox
 from server.models import InboxItem, RemoteKey, Share
 from tests.helpers import approved_assembly, post
 from tests.security.support import (
@@ -281,3 +282,43 @@ async def test_a_tampered_forward_is_refused_and_nothing_is_stored(
     async with ctx.sessions() as session:
         assert len((await session.scalars(select(InboxItem))).all()) == queued
     assert await shares(ctx) == []
+
+
+# ---- an announced communiqué whose origin is down ----------------------------------------
+
+
+async def test_an_announced_copy_is_used_only_on_a_proof_by_a_key_we_already_keep(
+    ctx: Context, attacker: Attacker
+) -> None:
+    """When an Announce's object cannot be fetched from its origin, the copy embedded in the
+    Announce is used only if its proof holds with the author's key as we already keep it
+    (the origin being down, nothing is fetched); a tampered copy, or one whose key we never
+    saw, is not."""
+    author = Author(attacker, "author")
+    note = author.prove(
+        {
+            "@context": AS,
+            "id": author.id + "/notes/1",
+            "type": "Note",
+            "attributedTo": author.id,
+            "content": "<p>The camp is back.</p>",
+            "to": [PUBLIC],
+        }
+    )
+    assert await inbox._proven_copy(ctx, note, note["id"]) is None  # key never seen
+    async with ctx.sessions() as session, session.begin():
+        session.add(
+            RemoteKey(
+                key_id=author.assertion_key_id,
+                owner_uri=author.id,
+                public_key_pem=proofs.public_pem(author.ed25519.public_key()),
+            )
+        )
+    requests = len(attacker.requests)
+    kept = await inbox._proven_copy(ctx, note, note["id"])
+    assert kept is not None and kept["content"] == "<p>The camp is back.</p>"
+    tampered = {**note, "content": "<p>The camp is gone.</p>"}
+    assert await inbox._proven_copy(ctx, tampered, note["id"]) is None
+    # Another id than the Announce's object, or an author on another origin: not this copy.
+    assert await inbox._proven_copy(ctx, note, note["id"] + "x") is None
+    assert len(attacker.requests) == requests  # nothing was fetched
