@@ -46,7 +46,7 @@ from sqlalchemy import select
 
 from server import accounts, archive, assemblies, exports, moving
 from server.context import create_context
-from server.models import Activity, Communique
+from server.models import Activity, Communique, Share
 from tests.browser.audit import TIMEOUT_MS, Auditor, Visit
 from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Site, run_async
 from tests.support import deliveries as delivery_scene
@@ -411,9 +411,58 @@ ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
     "admin-relays": ("admin", goto("/admin/relays")),
     "admin-import": ("admin", goto("/admin/import")),
 }
+COSIGNER = "https://asamblea-de-sol.example/actors/asamblea-popular-de-la-puerta-del-sol"
+
+
+async def _add_cosignature(site: Site, public_id: str) -> None:
+    """A co-signature by a remote assembly, verified on its own proof (as a forwarded one is)."""
+    ctx = await create_context(site.settings)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            communique = await session.scalar(
+                select(Communique.id).where(Communique.public_id == public_id)
+            )
+            assert communique is not None
+            session.add(
+                Share(
+                    communique_id=communique,
+                    actor_uri=COSIGNER,
+                    announce_uri=COSIGNER + "/announces/1",
+                    actor_name="Asamblea Popular de la Puerta del Sol",
+                    actor_type="Group",
+                    verified_by=COSIGNER + "#ed25519-key",
+                    verified_with="eddsa-jcs-2022",
+                )
+            )
+    finally:
+        await ctx.aclose()
+
+
+@pytest.fixture(scope="module")
+def cosigned(site: Site, published: Published) -> Published:
+    run_async(_add_cosignature(site, published.public_id))
+    return published
+
+
+def permalink(c: Published) -> Visit:
+    """The permalink: its proof of origin, and how its co-signature was verified."""
+
+    def visit(page: Page) -> None:
+        goto(urlsplit(c.permalink).path)(page)
+        expect(page.locator(".provenance .badge.verified")).to_have_text("Verified")
+        expect(page.locator(".provenance code.key")).to_have_text(
+            c.permalink.split("/communiques/")[0] + "#ed25519-key"
+        )
+        line = page.locator(".cosigners li", has_text="Asamblea Popular")
+        expect(line).to_contain_text("verified: integrity proof by its key")
+        expect(line.locator("code.key")).to_have_text(COSIGNER + "#ed25519-key")
+
+    return visit
+
+
 # Pages of the published communiqué.
 COMMUNIQUE_PAGES: dict[str, tuple[Role, Callable[[Published], Visit]]] = {
-    "communique": ("anonymous", lambda c: goto(urlsplit(c.permalink).path)),
+    "communique": ("anonymous", permalink),
     "communique-edit": (
         "facilitator",
         lambda c: goto(f"/manage/{HANDLE}/communiques/{c.public_id}/edit"),
@@ -441,10 +490,10 @@ def test_assembly_page_passes_axe_and_csp(auditor: Auditor, people: People, name
 
 @pytest.mark.parametrize("name", COMMUNIQUE_PAGES)
 def test_communique_page_passes_axe_and_csp(
-    auditor: Auditor, people: People, published: Published, name: str
+    auditor: Auditor, people: People, cosigned: Published, name: str
 ) -> None:
     role, visit = COMMUNIQUE_PAGES[name]
-    check(auditor, name, visit(published), role, people)
+    check(auditor, name, visit(cosigned), role, people)
 
 
 # -- the delivery pages, with servers in every state -----------------------------------------
