@@ -303,3 +303,67 @@ def test_every_value_under_every_key(key: str) -> None:
         answered += _agrees(doc)
     if ":" not in key and not key.startswith("@"):  # compact IRIs and keywords: pyld's
         assert answered, "the fast path declined every value"
+
+
+def _signed_create() -> dict[str, Any]:
+    """A Create{Note} as InterOcc sends it: proofs on both, a Linked Data signature over all."""
+    from datetime import UTC, datetime
+
+    from server.activitypub import proofs, vocab
+    from server.activitypub.signatures import generate_private_key_pem
+
+    actor = "https://a.example/actors/plaza"
+    private_pem, _public = generate_private_key_pem()
+    keys = proofs.SigningKeys(
+        actor,
+        actor + "#main-key",
+        private_pem,
+        actor + "#ed25519-key",
+        proofs.new_ed25519_private_key_pem(),
+    )
+    now = datetime(2026, 12, 1, 12, tzinfo=UTC)
+    note = vocab.build_note(
+        note_id="https://a.example/c/1",
+        actor_id=actor,
+        followers=actor + "/followers",
+        content_html="<p>Asamblea general.</p>",
+        language="es",
+        published=now,
+        updated=None,
+        hashtags=[("asamblea", "https://a.example/tags/asamblea")],
+    )
+    create = vocab.build_activity(
+        activity_id="https://a.example/a/1",
+        activity_type="Create",
+        actor_id=actor,
+        obj=note,
+        to=[vocab.PUBLIC],
+        cc=[actor + "/followers"],
+        published=now,
+    )
+    return proofs.secure_activity(create, keys, now)
+
+
+def test_a_signed_activity_takes_the_fast_path_without_its_proofs() -> None:
+    """FEP-8b32 proofs need the data-integrity context, which the fast path does not take:
+    normalise reads a signed activity without them, and gets what pyld gets, proofs aside."""
+    signed = _signed_create()
+    assert "proof" in signed and "proof" in signed["object"]
+    assert jsonld.fast_normalise(signed) is None  # as sent, it would need pyld
+    unproven = jsonld._without_proofs(signed)
+    assert unproven is not None and jsonld.fast_normalise(unproven) is not None
+    full = jsonld.normalise_full(signed)
+    assert full.pop("sec:proof") and full["object"].pop("sec:proof")
+    assert jsonld.normalise(signed) == full
+
+
+def test_data_integrity_terms_used_elsewhere_keep_the_full_path() -> None:
+    signed = _signed_create()
+    signed["object"]["tag"].append({"type": "DataIntegrityProof", "name": "odd"})
+    assert jsonld._without_proofs(signed) is None
+    nested = _signed_create()
+    nested["object"]["attachment"] = [{"type": "Note", "proof": {"type": "x"}}]
+    assert jsonld._without_proofs(nested) is None
+    other_context = _signed_create()
+    other_context["object"]["@context"] = ["https://www.w3.org/ns/activitystreams", {"x": "y:"}]
+    assert jsonld._without_proofs(other_context) is None
