@@ -40,8 +40,6 @@ from server.activitypub import integrity, ldsig
 from server.activitypub.actors import (
     ACTOR_TYPES,
     ResolvedKey,
-    host_of,
-    resolve_key,
     same_origin,
 )
 from server.activitypub.jsonld import JsonLdError, as_list, id_of, normalise_off_loop
@@ -52,10 +50,10 @@ from server.activitypub.signatures import (
     load_private_key,
     load_public_key,
 )
-from server.activitypub.verification import stored_key_of
+from server.activitypub.verification import fetch_key, stored_key_of
 from server.context import Context
-from server.errors import RemoteError, TooManyRequests
-from server.models import Assembly, AssemblyStatus, RemoteKey
+from server.errors import RemoteError
+from server.models import Assembly, AssemblyStatus
 from server.urls import Urls
 
 log = logging.getLogger(__name__)
@@ -251,7 +249,7 @@ async def _check_proof(
         return None
     # Not kept, or perhaps rotated since: ask the owner's server for its keys, once.
     try:
-        fetched = await _fetch_guarded(ctx, method, _resolve_assertion_key)
+        fetched = await fetch_key(ctx, method, _resolve_assertion_key)
     except RemoteError as exc:
         log.info("proof key %s not obtained: %s", method[:200], exc.message)
         return None
@@ -287,7 +285,7 @@ async def _check_ld_signature(
         owner, pem = kept.owner_uri, kept.pem
     elif fetch and not ctx.urls.is_local(creator):
         try:
-            fetched = await _fetch_guarded(ctx, creator, resolve_key)
+            fetched = await fetch_key(ctx, creator)
         except RemoteError as exc:
             log.info("signature key %s not obtained: %s", creator[:200], exc.message)
             return None
@@ -322,36 +320,11 @@ async def _stored_assertion_key(
         if pem is None or ctx.urls.actor(handle) != owner_uri:
             return None
         return integrity.ed25519_public_of(pem)
-    async with ctx.sessions() as session:
-        row = (
-            await session.execute(
-                select(RemoteKey.owner_uri, RemoteKey.public_key_pem).where(
-                    RemoteKey.key_id == key_id
-                )
-            )
-        ).first()
-    if row is None or row[0] != owner_uri:
+    kept = await stored_key_of(ctx, key_id)
+    if kept is None or kept.owner_uri != owner_uri:
         return None
-    key = load_public_key(row[1])
+    key = load_public_key(kept.pem)
     return key if isinstance(key, ed25519.Ed25519PublicKey) else None
-
-
-async def _fetch_guarded(ctx: Context, key_id: str, resolve: Any) -> ResolvedKey:
-    """``resolve(ctx, key_id)``, unless it failed a moment ago or the key's host had its
-    share of key fetches (the same guards as signature keys)."""
-    guards = ctx.guards
-    failed = guards.failed_keys.get(key_id)
-    if failed is not None:
-        raise RemoteError(failed, detail=f"{key_id} (remembered)")
-    if guards.key_fetches.take(host_of(key_id)) is not None:
-        raise RemoteError("too many keys fetched from this host", detail=key_id)
-    try:
-        resolved: ResolvedKey = await resolve(ctx, key_id)
-    except (RemoteError, TooManyRequests) as exc:
-        message = getattr(exc, "message", str(exc))
-        guards.failed_keys.add(key_id, message)
-        raise RemoteError(message, detail=key_id) from exc
-    return resolved
 
 
 async def _resolve_assertion_key(ctx: Context, key_id: str) -> ResolvedKey:

@@ -130,8 +130,12 @@ async def verify_signer(
     return Signer(key_id, fetched.owner_uri, fetched)
 
 
-async def fetch_key(ctx: Context, key_id: str) -> ResolvedKey:
-    """``resolve_key``, unless it failed a moment ago or the key's host had its share."""
+Resolve = Callable[[Context, str], Awaitable[ResolvedKey]]
+
+
+async def fetch_key(ctx: Context, key_id: str, resolve: Resolve = resolve_key) -> ResolvedKey:
+    """``resolve(ctx, key_id)`` (a signature key: ``resolve_key``), unless it failed a moment
+    ago or the key's host had its share of key fetches."""
     guards = ctx.guards
     failed = guards.failed_keys.get(key_id)
     if failed is not None:
@@ -140,7 +144,7 @@ async def fetch_key(ctx: Context, key_id: str) -> ResolvedKey:
     if wait is not None:
         raise TooManyRequests("too many signing keys to look up on your host", retry_after=wait)
     try:
-        return await resolve_key(ctx, key_id)
+        return await resolve(ctx, key_id)
     except RemoteError as exc:
         guards.failed_keys.add(key_id, exc.message)
         raise
