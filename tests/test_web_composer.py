@@ -489,3 +489,27 @@ async def test_files_are_served_inert(
         assert got.content == (settings.media_dir / tents.file_name).read_bytes()
         for bad in ("nothere1234567890ab.jpg", "..%2fsecret", tents.file_name + ".html"):
             assert (await anonymous.get(f"/media/{bad}")).status_code == 404
+
+
+def _slots_shown_and_folded(page: str) -> tuple[list[str], list[str]]:
+    """The attachment fields outside and inside the "Add another attachment" fold."""
+    head, _, rest = page.partition('<details class="more-attachments">')
+    folded, _, tail = rest.partition("</details>")
+    field = re.compile(r'name="(attachment_\d)"')
+    return field.findall(head + tail), field.findall(folded)
+
+
+async def test_the_composer_shows_one_slot_and_folds_the_others(
+    ctx: Context, settings: Settings, alice: httpx.AsyncClient
+) -> None:
+    """One attachment slot on a phone-sized form; the rest open on demand (no JavaScript: a
+    <details>). A slot with something in it (a description, an error) is never folded."""
+    page = (await alice.get(f"/manage/{HANDLE}/compose")).text
+    assert _slots_shown_and_folded(page) == (
+        ["attachment_1"],
+        ["attachment_2", "attachment_3", "attachment_4"],
+    )
+    response = await compose(alice, {"content": "Hello", "alt_3": "A banner", "action": "preview"})
+    shown, folded = _slots_shown_and_folded(response.text)
+    assert shown == ["attachment_1", "attachment_3"] and folded == ["attachment_2", "attachment_4"]
+    assert "A banner" in response.text

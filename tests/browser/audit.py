@@ -69,6 +69,15 @@ class Violation:
         return f"[{self.width}] {self.rule} ({self.impact}): {self.help} — {targets}"
 
 
+# Elements that scroll sideways inside the page (overflow-x auto or scroll, content wider than
+# the box): described by tag and class. A code block may; nothing else should.
+INNER_SCROLL_JS = """() => [...document.querySelectorAll("body *")]
+  .filter(e => e.tagName !== "PRE" && e.tagName !== "TEXTAREA"
+    && ["auto", "scroll"].includes(getComputedStyle(e).overflowX)
+    && e.scrollWidth > e.clientWidth + 1)
+  .map(e => e.tagName.toLowerCase() + (e.className ? "." + [...e.classList].join(".") : ""))"""
+
+
 @dataclass
 class Report:
     name: str
@@ -175,6 +184,9 @@ class Auditor:
                 wide = page.evaluate("() => document.documentElement.scrollWidth")
                 if wide > size["width"]:
                     report.too_wide.append(f"{wide} px wide in a {size['width']} px {width} window")
+                # Nor may a part of it (a table in its wrapper) scroll sideways on its own.
+                for inner in page.evaluate(INNER_SCROLL_JS):
+                    report.too_wide.append(f"{inner} scrolls sideways in a {width} window")
                 page.screenshot(
                     path=self.screenshots / f"{report.name}-{width}.png", full_page=True
                 )
