@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# Two installs into one virtualenv: what running needs (`make run`), and that with the test
+# extras (`make test`, lint, bench). Each stamp is redone whenever pyproject.toml changes.
+RUN_STAMP := $(VENV)/.install-run-stamp
 STAMP := $(VENV)/.install-stamp
 FEDIFY_PEER ?= tests/interop/fedify-peer
 NODE_STAMP := $(FEDIFY_PEER)/node_modules/.ci-stamp
@@ -17,15 +20,32 @@ PORT ?= 8000
 export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
 export INTEROCC_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: install run test test-sqlite test-postgres test-reference lint bench clean chromium
+.PHONY: install install-run run test test-sqlite test-postgres test-reference lint bench clean \
+	chromium
 
+PYTHON_CHECK := $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+
+# The package and what it needs to run, and no more; nothing to do when the install with the
+# test extras below is up to date (it holds all of it).
+$(RUN_STAMP): pyproject.toml
+	if test $(STAMP) -nt pyproject.toml; then echo "$(STAMP) is up to date: nothing to install"; \
+	else \
+		$(PYTHON_CHECK) && \
+		{ test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
+		$(BIN)/pip install --quiet --upgrade pip && \
+		$(BIN)/pip install --quiet -e . ; \
+	fi
+	touch $@
+
+# The same with the test extras (pytest, mypy, ruff, playwright…): `make test`, lint, bench.
 $(STAMP): pyproject.toml
-	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON_CHECK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
+install-run: $(RUN_STAMP)
 install: $(STAMP)
 
 data/secret_key:
@@ -33,7 +53,7 @@ data/secret_key:
 	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 	chmod 600 $@
 
-run: install data/secret_key
+run: install-run data/secret_key
 	export INTEROCC_SECRET_KEY="$${INTEROCC_SECRET_KEY:-$$(cat data/secret_key)}"; \
 	$(BIN)/interocc migrate && \
 	exec $(BIN)/interocc serve --host $(HOST) --port $(PORT) --with-worker

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from server import accounts, worker
+from server import accounts, address, instance, worker
 from server.activitypub.negotiation import wants_activity_json
 from server.config import Settings, load_settings
 from server.context import Context, create_context
@@ -87,6 +87,29 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error"}, status_code=500)
 
 
+async def _check_address(context: Context) -> None:
+    """Serve no other address than the one the database records (server/address.py): a web
+    process started by hand, or by `interocc serve --workers N`, stops at start-up. Nothing is
+    recorded here, and a database with none passes: `interocc serve` checked it fully (and
+    recorded the address) before it started this app."""
+    async with context.engine.connect() as conn:
+        await address.check(conn, context.settings.base_url, recorded_only=True)
+
+
+async def _ready_line(context: Context) -> str:
+    """The line that tells whoever started the server where it is and what to do next."""
+    base = context.urls.base
+    async with context.sessions() as session:
+        ready = await instance.has_admin(session)
+    if ready:
+        return f"InterOcc is serving {base}: log in at {base}/login"
+    return (
+        f"InterOcc is serving {base}: no administrator yet; create the first one with "
+        "`interocc admin create EMAIL` (with this server's INTEROCC_* settings), then log in "
+        f"at {base}/login"
+    )
+
+
 def create_app(
     settings: Settings, *, ctx: Context | None = None, run_worker: bool = False
 ) -> Starlette:
@@ -96,6 +119,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = ctx is None
         context = ctx if ctx is not None else await create_context(settings)
+        if own:
+            try:
+                await _check_address(context)
+            except BaseException:
+                await context.aclose()
+                raise
         app.state.ctx = context
         app.state.templates = create_templates()
         await asyncio.to_thread(accounts.prepare_logins)
@@ -103,6 +132,7 @@ def create_app(
         app.state.inbox_enqueuer = enqueuer = Enqueuer(context)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run_forever(context, stop)) if run_worker else None
+        log.info("%s", await _ready_line(context))
         try:
             yield
         finally:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from server import media
+from server import mail, media
 from server.activitypub import delivery, outbox
 from server.activitypub.proofs import new_ed25519_private_key_pem
 from server.activitypub.signatures import generate_private_key_pem
@@ -205,6 +205,7 @@ async def approve(session: AsyncSession, handle: str, *, now: datetime) -> Assem
     assembly.rejection_reason = None
     assembly.rejected_at = None
     await session.flush()
+    await mail.assembly_decided(session, assembly, now=now)
     return assembly
 
 
@@ -222,6 +223,7 @@ async def reject(session: AsyncSession, handle: str, *, reason: str, now: dateti
     assembly.rejection_reason = reason
     assembly.rejected_at = now
     await session.flush()
+    await mail.assembly_decided(session, assembly, now=now)
     return assembly
 
 

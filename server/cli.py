@@ -2,25 +2,28 @@
 post tools.
 
 Every failure is one line on stderr and a non-zero exit; a failed command leaves the
-database as it was (each command is one transaction).
+database as it was (each command is one transaction). Before any command touches the
+database, it checks that the database is at the latest schema and belongs to this
+INTEROCC_BASE_URL (server/address.py). Prompts end cleanly on Ctrl-C (exit 130) and Ctrl-D.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import UploadFile
 
-from server import accounts, assemblies, backup, communiques, following, media, migrate
+from server import accounts, address, assemblies, backup, communiques, following, media, migrate
 from server.activitypub import mentions
 from server.config import ConfigError, Settings, load_settings
 from server.context import Context, create_context
@@ -28,12 +31,57 @@ from server.db import create_engine, is_sqlite
 from server.errors import Conflict, InterOccError, NotFound
 from server.models import Media, MediaPurpose
 
+log = logging.getLogger(__name__)
+
 EXIT_ERROR = 1
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # a bad setting, or INTEROCC_BASE_URL is not the database's address
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 class CommandError(Exception):
     pass
+
+
+class Interrupted(CommandError):
+    """Ctrl-C at a prompt: the command stops there, before it changed anything."""
+
+
+@contextlib.contextmanager
+def _answering(what: str) -> Iterator[None]:
+    """While a person types an answer (or stdin is read): Ctrl-C and Ctrl-D (end of input)
+    end the command with one line instead of a traceback, exit 130 and 1."""
+    # asyncio.run's own SIGINT handler only cancels the command's task, which cannot react
+    # while a blocking read waits: Ctrl-C would do nothing until Enter. Python's default
+    # handler raises KeyboardInterrupt in the read at once (and getpass restores the echo).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        _end_prompt_line()
+        raise Interrupted(f"interrupted: no {what} given, nothing was changed") from None
+    except EOFError:
+        _end_prompt_line()
+        raise CommandError(f"no {what} given: the input ended") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ask(prompt: str, what: str) -> str:
+    """One answer typed at the terminal, without echo."""
+    with _answering(what):
+        return getpass.getpass(prompt)
+
+
+def _first_line(what: str) -> str:
+    """Standard input's first line (an empty string if it is empty)."""
+    with _answering(what):
+        return sys.stdin.readline().rstrip("\r\n")
+
+
+def _end_prompt_line() -> None:
+    # getpass writes no newline when it is interrupted: the message would follow the prompt.
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -46,28 +94,47 @@ def _sqlite_file_missing(url: str) -> bool:
     return is_sqlite(url) and ":memory:" not in url and not Path(url.split(":///", 1)[1]).exists()
 
 
-async def _check_schema(settings: Settings) -> None:
+async def _check_database(
+    settings: Settings, *, record: bool = False, compare: bool = True
+) -> address.Checked | None:
+    """Before a command touches the database: it exists, its schema is at head, and (unless
+    not ``compare``) it is the instance at this INTEROCC_BASE_URL (server/address.py); with
+    ``record``, a database that has no address recorded gets this one. Raises with one line;
+    changes nothing then."""
     url = settings.database_url
     if _sqlite_file_missing(url):
         # Opening it would leave an empty file behind (or fail if its folder is missing).
         raise CommandError("there is no database yet: run `interocc migrate` first")
     engine = create_engine(url)
     try:
-        current = await migrate.current_revision(engine)
-    except Exception as exc:  # unreachable server, bad credentials…
-        # SQLAlchemy's messages end with a "(Background on this error …)" line: one line only.
-        reason = (str(exc).splitlines() or [""])[0]
-        raise CommandError(f"cannot open the database: {exc.__class__.__name__}: {reason}") from exc
+        try:
+            current = await migrate.current_revision(engine)
+        except Exception as exc:  # unreachable server, bad credentials…
+            # SQLAlchemy's messages end with a "(Background on this error …)" line: one line.
+            reason = (str(exc).splitlines() or [""])[0]
+            raise CommandError(
+                f"cannot open the database: {exc.__class__.__name__}: {reason}"
+            ) from exc
+        if current != migrate.head_revision():
+            raise CommandError("the database is not up to date: run `interocc migrate` first")
+        if not compare:
+            return None
+        async with engine.begin() as conn:
+            checked = await address.check(conn, settings.base_url, record=record)
     finally:
         await engine.dispose()
-    if current != migrate.head_revision():
-        raise CommandError("the database is not up to date: run `interocc migrate` first")
+    if checked.recorded_now:
+        log.info(
+            "recorded the instance's address, %s: every interocc process on this database "
+            "must use it (`interocc instance set-address` changes it before it federates)",
+            checked.address,
+        )
+    return checked
 
 
 async def _with_context(
     settings: Settings, fn: Callable[[Context, AsyncSession], Awaitable[Any]]
 ) -> Any:
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         async with ctx.sessions() as session, session.begin():
@@ -93,15 +160,69 @@ async def _resolve_mentions(ctx: Context, text: str) -> list[mentions.Mention]:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    base_url = address.parse(settings.base_url)  # before a new database's file is made
     _ensure_sqlite_dir(settings.database_url)
     engine = create_engine(settings.database_url)
     try:
-        await migrate.upgrade(engine)
+        # The address is checked (and recorded the first time) in the upgrade's transaction.
+        recorded_now = await migrate.upgrade(engine, base_url=base_url)
     finally:
         await engine.dispose()
     # The instance key is made here, so no later command (even a failing one) writes it.
     await (await create_context(settings)).aclose()
     print("database is up to date")
+    if recorded_now:
+        print(
+            f"recorded the instance's address, {base_url}: every interocc process on this "
+            "database must use it (`interocc instance set-address` changes it before the "
+            "instance federates)"
+        )
+
+
+async def cmd_instance_address(settings: Settings, args: argparse.Namespace) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as conn:
+            recorded = await address.recorded(conn)
+    finally:
+        await engine.dispose()
+    if recorded is None:
+        print(f"none recorded yet: `interocc migrate` records {settings.base_url}")
+    else:
+        print(recorded)
+
+
+async def cmd_instance_set_address(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        new = address.parse(args.url, name="the new address")
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            done = await address.change(conn, new, force=args.force)
+    finally:
+        await engine.dispose()
+    if not done.changed:
+        print(f"the instance's address is already {done.new}")
+        return
+    host = done.new.split("://", 1)[1]
+    print(
+        f"the instance's address is now {done.new}" + (f" (it was {done.old})" if done.old else "")
+    )
+    print(
+        "actor, key, communiqué and activity ids start with it from now on, and handles "
+        f"end in @{host}"
+    )
+    print(
+        f"set INTEROCC_BASE_URL={done.new} for every interocc process (serve, worker and "
+        "these commands): one with another address stops at start"
+    )
+    if done.footprint:
+        print(
+            f"warning: {address.describe(done.footprint)} keep the old address: servers that "
+            f"know the instance by it will not recognise it at {done.new}"
+        )
 
 
 async def cmd_assembly_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -294,7 +415,6 @@ async def cmd_delete(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def cmd_follow(settings: Settings, args: argparse.Namespace) -> None:
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         # WebFinger and the actor fetch happen before the write transaction.
@@ -311,7 +431,6 @@ async def cmd_follow(settings: Settings, args: argparse.Namespace) -> None:
 async def cmd_assembly_alias(settings: Settings, args: argparse.Namespace) -> None:
     from server import moving
 
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         target = args.add or args.remove
@@ -331,7 +450,6 @@ async def cmd_assembly_alias(settings: Settings, args: argparse.Namespace) -> No
 async def cmd_assembly_move(settings: Settings, args: argparse.Namespace) -> None:
     from server import moving
 
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         await moving.prepare(ctx, args.to)
@@ -347,11 +465,11 @@ def _read_passphrase(args: argparse.Namespace, *, twice: bool) -> str:
     """An archive's passphrase: typed without echo at a terminal (twice for a new archive),
     else stdin's first line."""
     if not args.passphrase_stdin and sys.stdin.isatty():
-        passphrase = getpass.getpass("Passphrase: ")
-        if twice and getpass.getpass("Passphrase again: ") != passphrase:
+        passphrase = _ask("Passphrase: ", "passphrase")
+        if twice and _ask("Passphrase again: ", "passphrase") != passphrase:
             raise CommandError("the two passphrases differ")
     else:
-        passphrase = sys.stdin.readline().rstrip("\r\n")
+        passphrase = _first_line("passphrase")
     if not passphrase:
         raise CommandError("no passphrase given")
     return passphrase
@@ -363,7 +481,6 @@ async def cmd_assembly_export(settings: Settings, args: argparse.Namespace) -> N
     out = Path(args.out)
     if await asyncio.to_thread(out.exists):
         raise CommandError(f"{out} already exists: choose another name")
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         async with ctx.sessions() as session:
@@ -389,7 +506,6 @@ async def cmd_assembly_import(settings: Settings, args: argparse.Namespace) -> N
 
     data = await asyncio.to_thread(archive.read_file, Path(args.file))
     handle = assemblies.normalise_handle(args.handle)
-    await _check_schema(settings)
     ctx = await create_context(settings)
     stored: list[Media] = []
     try:
@@ -430,7 +546,6 @@ async def cmd_assembly_import(settings: Settings, args: argparse.Namespace) -> N
 async def cmd_assembly_refollow(settings: Settings, args: argparse.Namespace) -> None:
     from server import archive
 
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         async with ctx.sessions() as session:
@@ -449,7 +564,6 @@ async def cmd_assembly_refollow(settings: Settings, args: argparse.Namespace) ->
 async def cmd_assembly_recover(settings: Settings, args: argparse.Namespace) -> None:
     from server import moving
 
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         done = await moving.recover(ctx, handle=args.handle)
@@ -475,12 +589,12 @@ async def cmd_unfollow(settings: Settings, args: argparse.Namespace) -> None:
 def _read_password(args: argparse.Namespace) -> str:
     """The new password: typed twice without echo at a terminal, else stdin's first line."""
     if not args.password_stdin and sys.stdin.isatty():
-        first = getpass.getpass("Password: ")
-        if getpass.getpass("Password again: ") != first:
+        first = _ask("Password: ", "password")
+        if _ask("Password again: ", "password") != first:
             raise CommandError("the two passwords differ")
         password = first
     else:
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = _first_line("password")
     if not password:
         raise CommandError("no password given")
     return accounts.check_password(password)
@@ -497,7 +611,6 @@ async def _admin_account(
     asked for a password a command would refuse anyway, and no transaction stays open
     while a person types."""
     email = accounts.normalise_email(args.email)
-    await _check_schema(settings)
     ctx = await create_context(settings)
     try:
         async with ctx.sessions() as session:
@@ -532,7 +645,7 @@ async def cmd_admin_reset_password(settings: Settings, args: argparse.Namespace)
 async def cmd_worker(settings: Settings, args: argparse.Namespace) -> None:
     from server import worker
 
-    await _check_schema(settings)
+    await _check_database(settings, record=True)
     ctx = await create_context(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -572,7 +685,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         raise CommandError("--workers above 1 needs PostgreSQL (INTEROCC_DATABASE_URL)")
     if args.workers > 1 and args.with_worker:
         raise CommandError("--workers above 1 runs no delivery worker: start `interocc worker`")
-    asyncio.run(_check_schema(settings))
+    # Recorded here, not in each web process: they only compare (server/app.py).
+    asyncio.run(_check_database(settings, record=True))
     if args.workers > 1:
         # Each process builds its own app (and its own context) from the environment.
         uvicorn.run(
@@ -584,6 +698,30 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         return
     app = create_app(settings, run_worker=args.with_worker)
     uvicorn.run(app, **serve_options(settings, args))
+
+
+async def _restore(settings: Settings, args: argparse.Namespace) -> None:
+    """`interocc restore` (server/backup.py) into the new database `interocc migrate` made.
+
+    That database holds one row, its recorded address, which the restore would take for data
+    and refuse: the row is set aside while the backup is restored, and recorded again after,
+    as this INTEROCC_BASE_URL (the backup's own, or the one --force-base-url chose), or put
+    back as it was if the restore fails."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            removed = await address.forget(conn)
+        try:
+            await backup.cmd_restore(settings, args)
+        except BaseException:
+            if removed is not None:
+                async with engine.begin() as conn:
+                    await address.replace(conn, removed)
+            raise
+        async with engine.begin() as conn:
+            await address.replace(conn, settings.base_url)
+    finally:
+        await engine.dispose()
 
 
 def _limit(raw: str) -> int:
@@ -742,6 +880,25 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("handle", help="the local assembly's handle")
         p.add_argument("target", help="@name@host, name@host or an actor URL")
     backup.add_parsers(sub)
+
+    instance = sub.add_parser(
+        "instance", help="the instance's address (INTEROCC_BASE_URL) as its database records it"
+    ).add_subparsers(dest="action", required=True)
+    instance.add_parser("address", help="print the address this database records")
+    moved = instance.add_parser(
+        "set-address",
+        help="change the instance's address, before it federates",
+        description="Record URL as the instance's address: every id it publishes starts with "
+        "it, and every interocc process on this database must then run with "
+        "INTEROCC_BASE_URL=URL. Refused once the instance published, followed, was followed "
+        "or received anything (other servers know its ids by the old address), unless --force.",
+    )
+    moved.add_argument("url", help="the new address, such as https://assemblies.example.org")
+    moved.add_argument(
+        "--force",
+        action="store_true",
+        help="change it even though other servers know the old one (their links break)",
+    )
     return parser
 
 
@@ -771,7 +928,14 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("delete", None): cmd_delete,
     ("follow", None): cmd_follow,
     ("unfollow", None): cmd_unfollow,
+    ("instance", "address"): cmd_instance_address,
+    ("instance", "set-address"): cmd_instance_set_address,
 }
+# main checks the database (server/address.py too) before every command but these: migrate
+# makes it; serve and worker check it once their arguments are, and record the address of a
+# database that has none; the instance commands read or fix the address, so the schema only.
+CHECKS_ITSELF = {("migrate", None), ("serve", None), ("worker", None)}
+SCHEMA_ONLY = {("instance", "address"), ("instance", "set-address")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -788,17 +952,31 @@ def main(argv: list[str] | None = None) -> int:
         # Reading the schema revision makes Alembic log "Context impl …" at INFO: noise on
         # every command that would break "one line on stderr" (alembic.ini has WARNING too).
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    command = COMMANDS[(args.command, getattr(args, "action", None))]
+    key = (args.command, getattr(args, "action", None))
+    command = COMMANDS[key]
+    if command is backup.cmd_restore:
+        command = _restore
     try:
+        if key not in CHECKS_ITSELF:
+            asyncio.run(_check_database(settings, compare=key not in SCHEMA_ONLY))
         result = command(settings, args)
         if asyncio.iscoroutine(result):
             asyncio.run(result)
+    except ConfigError as exc:  # INTEROCC_BASE_URL is not this database's (server/address.py)
+        print(f"interocc: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except Interrupted as exc:
+        print(f"interocc: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (InterOccError, CommandError) as exc:
         message = exc.message if isinstance(exc, InterOccError) else str(exc)
         print(f"interocc: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")  # after the terminal's ^C
+        print("interocc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

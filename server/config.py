@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-__all__ = ["ConfigError", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "SmtpServer", "load_settings", "parse_smtp_url"]
 
 VERSION = "0.1.0"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/interocc.sqlite3"
@@ -22,6 +23,27 @@ DEFAULT_MEDIA_DIR = "data/media"
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where the worker sends mail (``INTEROCC_SMTP_URL``, parsed).
+
+    ``tls`` is "starttls" (smtp://, the submission port 587: the connection must be
+    upgraded before anything else is said, so credentials never travel in the clear),
+    "implicit" (smtps://, port 465) or "none" (smtp+plain://, port 25: a relay on this
+    machine or a private network; refused with credentials unless the host is loopback).
+    """
+
+    host: str
+    port: int
+    tls: str
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:  # never the password in a log line or a traceback
+        user = f"{self.username}@" if self.username else ""
+        return f"SmtpServer({self.tls}://{user}{self.host}:{self.port})"
 
 
 @dataclass(frozen=True)
@@ -80,6 +102,23 @@ class Settings:
     # waits between two exports of one assembly.
     exports_dir: Path | None = None
     export_interval: timedelta = timedelta(hours=24)
+    # Mail (server/mail.py): the SMTP server the worker sends through (an smtp://,
+    # smtps:// or smtp+plain:// URL, credentials in it) and the From address. Both empty:
+    # the instance sends no mail (invitation links are passed on by hand, no password
+    # reset by mail). A CA file to trust instead of the system's (a private relay's
+    # self-signed certificate), and how long one SMTP exchange may take.
+    smtp_url: str = field(default="", repr=False)  # holds the SMTP password
+    mail_from: str = ""
+    smtp_ca_file: Path | None = None
+    smtp_timeout: float = 30.0
+
+    @property
+    def smtp(self) -> SmtpServer | None:
+        return parse_smtp_url(self.smtp_url) if self.smtp_url else None
+
+    @property
+    def mail_enabled(self) -> bool:
+        return bool(self.smtp_url and self.mail_from)
 
     @property
     def exports_root(self) -> Path:
@@ -159,6 +198,52 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+SMTP_SCHEMES = {"smtp": ("starttls", 587), "smtps": ("implicit", 465), "smtp+plain": ("none", 25)}
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
+def parse_smtp_url(raw: str) -> SmtpServer:
+    """``smtp://user:password@host:587`` (STARTTLS required), ``smtps://…:465`` (TLS from
+    the first byte) or ``smtp+plain://host:25`` (no TLS); user and password
+    percent-encoded. Raises ConfigError naming INTEROCC_SMTP_URL (without the password)."""
+    name = "INTEROCC_SMTP_URL"
+    parts = urlsplit(raw.strip())
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+        raise ConfigError(
+            f"{name} must be smtp://[user:password@]host[:port] (STARTTLS), smtps://… (TLS)"
+            f" or smtp+plain://host[:port], not {shown!r}"
+        )
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ConfigError(f"{name} must have no path, query or fragment, not {shown!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name} has a bad port: {shown!r}") from None
+    tls, default_port = SMTP_SCHEMES[parts.scheme]
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if tls == "none" and username and parts.hostname not in _LOOPBACK:
+        raise ConfigError(
+            f"{name}: smtp+plain:// would send the password in the clear; use smtp:// (STARTTLS)"
+            " or smtps://"
+        )
+    return SmtpServer(parts.hostname, port or default_port, tls, username, password)
+
+
+def _mail_from(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    _, address = parseaddr(value)
+    if "@" not in address or "\n" in value or "\r" in value:
+        raise ConfigError(
+            "INTEROCC_MAIL_FROM must be an address such as"
+            f" 'InterOcc <noreply@example.org>', not {raw!r}"
+        )
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad one."""
     env = os.environ if env is None else env
@@ -177,6 +262,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             f"INTEROCC_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}"
         )
     exports_dir = get("INTEROCC_EXPORTS_DIR", "").strip()
+    smtp_url = get("INTEROCC_SMTP_URL", "").strip()
+    if smtp_url:
+        parse_smtp_url(smtp_url)
+    mail_from = _mail_from(get("INTEROCC_MAIL_FROM", ""))
+    if bool(smtp_url) != bool(mail_from):
+        raise ConfigError(
+            "INTEROCC_SMTP_URL and INTEROCC_MAIL_FROM go together: set both to send mail,"
+            " or neither"
+        )
+    smtp_ca_file = get("INTEROCC_SMTP_CA_FILE", "").strip()
     return Settings(
         base_url=_base_url(get("INTEROCC_BASE_URL", "http://127.0.0.1:8000")),
         database_url=_database_url(get("INTEROCC_DATABASE_URL", DEFAULT_DATABASE_URL)),
@@ -306,6 +401,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             )
         ),
         exports_dir=Path(exports_dir) if exports_dir else None,
+        smtp_url=smtp_url,
+        mail_from=mail_from,
+        smtp_ca_file=Path(smtp_ca_file) if smtp_ca_file else None,
+        smtp_timeout=_float(
+            "INTEROCC_SMTP_TIMEOUT", get("INTEROCC_SMTP_TIMEOUT", "30"), minimum=1, maximum=300
+        ),
         export_interval=timedelta(
             hours=_int(
                 "INTEROCC_EXPORT_INTERVAL_HOURS",

@@ -28,7 +28,9 @@ MAX_LINK = 2048  # the longest URL our columns hold
 # A BCP 47 language tag as communiqués and assemblies accept it (primary subtag lower-case).
 LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
-HASHTAG_RE = re.compile(r"(?<![\w/&#])#(\w{1,64})", re.UNICODE)
+MAX_TAG = 64  # characters of a hashtag
+HASHTAG_RE = re.compile(rf"(?<![\w/&#])#(\w{{1,{MAX_TAG}}})", re.UNICODE)
+_TAG_NAME_RE = re.compile(rf"\w{{1,{MAX_TAG}}}", re.UNICODE)
 _TAG_SPLIT_RE = re.compile(r"(<[^>]*>)")
 _MAX_HASHTAGS = 30
 
@@ -97,10 +99,20 @@ class Rendered:
 
 def _markdown() -> MarkdownIt:
     # Raw HTML in the source is escaped, not passed through: the sanitiser then only ever
-    # sees what Markdown itself produced.
-    return MarkdownIt("commonmark", {"html": False, "linkify": True, "typographer": False}).enable(
-        ["linkify", "strikethrough"]
-    )
+    # sees what Markdown itself produced. "breaks": a single newline is a line break, as
+    # Mastodon and every fediverse app show a post's lines (a communiqué's sign-off, an
+    # address, a poem), not CommonMark's joining of them into one line.
+    options = {"html": False, "linkify": True, "typographer": False, "breaks": True}
+    return MarkdownIt("commonmark", options).enable(["linkify", "strikethrough"])
+
+
+def tag_name(name: str) -> str | None:
+    """The form a tag is looked up by (lower case, as Mastodon compares tags and as
+    ``Urls.tag`` links them), or None for what no hashtag can be: empty, too long, all
+    digits, or with characters HASHTAG_RE does not take."""
+    if not _TAG_NAME_RE.fullmatch(name) or name.isdigit():
+        return None
+    return name.lower()
 
 
 def render_markdown(source: str, *, tag_url: Callable[[str], str]) -> Rendered:

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import instance
+from server import instance, mail
 from server.activitypub import outbox
 from server.context import Context
 from server.errors import Conflict, NotFound
@@ -118,6 +118,10 @@ async def receive_follow(
     )
     session.add(follower)
     await session.flush()
+    if follower.status == FollowerStatus.PENDING:
+        await mail.follow_request_waiting(
+            session, ctx.settings, assembly=assembly, held_for_admin=held, now=now
+        )
     if follower.status == FollowerStatus.ACCEPTED:
         await answer_follow(
             session,
@@ -350,7 +354,11 @@ async def approve_held_follow(
     if not follower.held_for_admin:
         raise Conflict("this follow request is not waiting for an administrator")
     follower.held_for_admin = False
-    if not assembly.manually_approves_followers:
+    if assembly.manually_approves_followers:
+        await mail.follow_request_waiting(
+            session, ctx.settings, assembly=assembly, held_for_admin=False, now=now
+        )
+    else:
         follower.status = FollowerStatus.ACCEPTED
         await answer_follow(
             session,

@@ -1,4 +1,7 @@
-"""Instance settings an admin edits in the browser; defaults come from the environment."""
+"""Instance settings an admin edits in the browser; defaults come from the environment.
+
+(The instance's address is recorded in the same table, under ``base_url``, by
+server/address.py: it is not edited here.)"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.config import Settings
 from server.errors import BadRequest
-from server.models import InstanceSetting
+from server.models import InstanceSetting, User, UserStatus
 
 
 class RegistrationMode(enum.StrEnum):
@@ -90,3 +93,9 @@ async def save(
         else:
             row.value = value
     await session.flush()
+
+
+async def has_admin(session: AsyncSession) -> bool:
+    """Whether anyone can administer the instance yet (an active admin account)."""
+    query = select(User.id).where(User.is_admin.is_(True), User.status == UserStatus.ACTIVE)
+    return (await session.scalars(query.limit(1))).first() is not None

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
+from server import address
 
 # The migrations live beside the package in the source tree (alembic/ at the top level).
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,14 +21,28 @@ def alembic_config() -> Config:
     return cfg
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(
+    engine: AsyncEngine, revision: str = "head", *, base_url: str | None = None
+) -> bool:
+    """Upgrade to ``revision``. With ``base_url`` (`interocc migrate`), in the same transaction,
+    check it against the instance's recorded address and record it if none is (see
+    server/address.py): a database that belongs to another address is refused with a
+    ConfigError and left as it was, schema included. True when the address was recorded now.
+    """
+
     def run(conn: Connection) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
     async with engine.begin() as conn:
+        if base_url is not None:
+            # Before Alembic starts (and logs that it does): a refusal is one line.
+            await address.check_before_migrating(conn, base_url)
         await conn.run_sync(run)
+        if base_url is None:
+            return False
+        return (await address.check(conn, base_url, record=True)).recorded_now
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:

@@ -164,6 +164,11 @@ class User(Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the person showed the address is theirs (a link mailed to it); None: not yet.
+    # Notices are mailed only to confirmed addresses (server/mail.py).
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An address asked for, waiting for its confirmation before it replaces ``email``.
+    pending_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
 
 
 class WebSession(Base):
@@ -709,3 +714,86 @@ class ExportSchedule(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class MailStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for the worker (or for its next try)
+    SENT = "sent"  # handed to the SMTP server
+    PARKED = "parked"  # failed every try, or refused for good: kept with its error
+    DROPPED = "dropped"  # nothing left to send (no such account, invitation withdrawn…)
+
+
+class MailMessage(Base):
+    """A message waiting to be mailed by the worker (server/mail.py), queued in the same
+    transaction as what causes it.
+
+    The row says what to write and to whom (``kind``, ``params`` of ids), never the text:
+    the worker writes the message when it sends it, and a link with a token (password
+    reset, address confirmation, invitation) is minted then, its hash stored only once the
+    message has left. So no row ever holds a secret, and a sent row is kept a few days
+    (who, what, when) for the record, then deleted.
+    """
+
+    __tablename__ = "mail_queue"
+    __table_args__ = (Index("ix_mail_queue_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(String(254))
+    # The account it concerns; its rows go with it when it is deleted.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[MailStatus] = mapped_column(
+        _enum(MailStatus, "mail_status"), default=MailStatus.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AccountToken(Base):
+    """A single-use link sent to an account's address: a password reset, or the
+    confirmation of an address (``email``: the address it confirms). Only the SHA-256 of
+    the link's secret is stored; the link names the row by its id."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str] = mapped_column(String(254))
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class RequestMark(Base):
+    """A request counted by a rate limiter (password reset and confirmation mails), under
+    a keyed hash of what it is counted by (an address, a client): deleted once outside
+    its window."""
+
+    __tablename__ = "request_marks"
+    __table_args__ = (Index("ix_request_marks_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeliveryFailureNotice(Base):
+    """A communiqué whose facilitators were told that some of its deliveries failed for
+    good: one summary each, ever (server/mail.py)."""
+
+    __tablename__ = "delivery_failure_notices"
+
+    communique_id: Mapped[int] = mapped_column(
+        ForeignKey("communiques.id", ondelete="CASCADE"), primary_key=True
+    )
+    failed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

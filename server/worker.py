@@ -1,6 +1,6 @@
 """The worker: deliveries (claim due rows, sign and POST each, record the outcome), and the
-inbox queue (server/federation/inbox_queue.py) and scheduled exports (server/exports.py)
-beside them.
+inbox queue (server/federation/inbox_queue.py), scheduled exports (server/exports.py) and
+mail (server/mail.py) beside them.
 
 Deliveries run in slots (:class:`Slots`): when one attempt ends the next due row is claimed,
 and a request left unanswered moves aside, so dead or hanging servers never hold back the
@@ -30,7 +30,7 @@ import httpx
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import communiques, exports
+from server import communiques, exports, mail
 from server.activitypub import delivery, hosts
 from server.activitypub.client import SignatureAuth
 from server.context import Context
@@ -576,12 +576,14 @@ async def run_forever(ctx: Context, stop: asyncio.Event, *, idle: float = 1.0) -
     log.info("worker started")
     inbox = asyncio.create_task(inbox_queue.run_forever(ctx, stop, idle=idle))
     exporting = asyncio.create_task(_export_forever(ctx, stop))
+    mailing = asyncio.create_task(mail.run_forever(ctx, stop))
     try:
         await _deliver_forever(ctx, stop, idle=idle)
     finally:
         stop.set()
         await inbox
         await exporting
+        await mailing
     log.info("worker stopped")
 
 

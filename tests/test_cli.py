@@ -8,10 +8,16 @@ on stderr, and a database left exactly as it was.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import os
+import pty
+import selectors
+import signal
 import subprocess
 import sys
+import termios
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -452,3 +458,93 @@ def test_follow_and_unfollow_from_the_command_line(database_url: str) -> None:
     run = ok(database_url, "unfollow", "sol", target)
     assert run.stdout.strip() == f"unfollowed {BASE_URL}/actors/plaza"
     fails(database_url, "unfollow", "sol", target, says="does not follow")
+
+
+# ---- prompts end cleanly -----------------------------------------------------------------
+
+
+def _controlling_terminal() -> None:
+    """In the child: a session of its own whose terminal is the pty on its stdin, so that
+    getpass reads /dev/tty and Ctrl-C typed there interrupts it (never the test's terminal)."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def at_a_terminal(database_url: str, *args: str, typed: list[tuple[str, bytes]]) -> Run:
+    """Runs a command whose stdin is a terminal; for each (prompt, keys), waits for the prompt
+    on the terminal, then types the keys. stdout and stderr are pipes, read apart."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(INTEROCC), *args],
+        env=_env(database_url),
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_controlling_terminal,  # noqa: PLW1509 - the child needs its own terminal
+    )
+    os.close(slave)
+    try:
+        shown = b""
+        with selectors.DefaultSelector() as terminal:
+            terminal.register(master, selectors.EVENT_READ)
+            for prompt, keys in typed:
+                deadline = time.monotonic() + 60
+                while not shown.endswith(prompt.encode()):
+                    assert time.monotonic() < deadline, f"no prompt {prompt!r}, only {shown!r}"
+                    if terminal.select(timeout=0.5):
+                        shown += os.read(master, 1024)
+                os.write(master, keys)
+        return _finish(proc, args)
+    finally:
+        os.close(master)
+
+
+@pytest.mark.parametrize(
+    ("keys", "code", "says"),
+    [
+        (b"\x04", cli.EXIT_ERROR, "interocc: no password given: the input ended"),  # Ctrl-D
+        (b"\x03", 130, "interocc: interrupted: no password given, nothing was changed"),  # Ctrl-C
+    ],
+    ids=["ctrl-d", "ctrl-c"],
+)
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # no database work to compare
+def test_ctrl_d_and_ctrl_c_at_a_prompt_end_with_one_line(
+    database_url: str, keys: bytes, code: int, says: str
+) -> None:
+    before = snapshot(database_url)
+    for typed in (
+        [("Password: ", keys)],
+        [("Password: ", PASSWORD_TYPED.encode() + b"\n"), ("Password again: ", keys)],
+    ):
+        run = at_a_terminal(database_url, "admin", "create", "root@example.org", typed=typed)
+        assert (run.returncode, run.stderr, run.stdout) == (code, says + "\n", ""), str(run)
+    passphrase = [("Passphrase: ", keys)]
+    run = at_a_terminal(
+        database_url, "assembly", "import", str(SEED), "--handle", "plaza", typed=passphrase
+    )
+    assert run.returncode == code and run.stderr == says.replace("password", "passphrase") + "\n"
+    assert snapshot(database_url) == before
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_ctrl_c_while_reading_standard_input_ends_with_one_line(database_url: str) -> None:
+    """`--password-stdin` waiting on a pipe that stays open: SIGINT stops it at once."""
+    proc = subprocess.Popen(
+        [str(INTEROCC), "admin", "create", "root@example.org", "--password-stdin"],
+        env=_env(database_url),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wchan = Path(f"/proc/{proc.pid}/wchan")
+    deadline = time.monotonic() + 60
+    while "pipe_read" not in wchan.read_text():  # blocked reading its stdin
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    run = _finish(proc, ("admin", "create"))
+    assert run.returncode == 130, str(run)
+    assert run.stderr == "interocc: interrupted: no password given, nothing was changed\n"
+    assert query(database_url, select(User.id)) == []

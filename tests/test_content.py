@@ -3,7 +3,8 @@
 * ``render_markdown`` turns an assembly's Markdown into HTML that a Mastodon user sees as
   intended: emphasis, links with rel="nofollow noopener noreferrer", #hashtags linked the
   way Mastodon links them (and returned, for the Note's ``tag`` list). Raw HTML in the
-  source is shown, never executed.
+  source is shown, never executed. A single newline is a line break (``<br>``), as
+  fediverse apps show a post's lines.
 * ``sanitise_html`` keeps only what Mastodon keeps of incoming HTML.
 * ``plain_to_html`` turns a plain summary into escaped paragraphs.
 """
@@ -96,6 +97,35 @@ def test_dangerous_link_schemes_are_dropped(source: str) -> None:
     html = render(source)
     assert "href" not in html
     assert "<a" not in html
+
+
+# The founding communiqué's sign-off (docs/founding-communique.txt): three lines, not one.
+SIGN_OFF = "General Assembly\nLiberty Plaza\nNew York City"
+
+
+def test_a_single_newline_is_a_line_break() -> None:
+    assert render(SIGN_OFF) == "<p>General Assembly<br>\nLiberty Plaza<br>\nNew York City</p>"
+
+
+def test_paragraphs_and_lists_are_unchanged_by_line_breaks() -> None:
+    html = render("one\ntwo\n\nthree\n\n- a\n- b\n\n> quoted\n> still quoted")
+    assert html == (
+        "<p>one<br>\ntwo</p>\n<p>three</p>\n<ul>\n<li>a</li>\n<li>b</li>\n</ul>\n"
+        "<blockquote>\n<p>quoted<br>\nstill quoted</p>\n</blockquote>"
+    )
+    # Code keeps its own newlines, without <br>.
+    assert render("```\nx = 1\ny = 2\n```") == "<pre><code>x = 1\ny = 2\n</code></pre>"
+    # Two trailing spaces (CommonMark's hard break) still make one break, not two.
+    assert render("a  \nb") == "<p>a<br>\nb</p>"
+
+
+def test_line_breaks_stay_sanitised_and_hashtags_linked() -> None:
+    html = render("<script>\nalert(1)\n</script>\n#Occupy\n[x](javascript:alert(1))")
+    assert "<script" not in html.lower()
+    assert html.count("<br>") == 4
+    assert hashtag_link("Occupy") + "<br>" in html
+    assert html.count("<a ") == 1  # the hashtag's; the javascript: link stays text
+    assert 'href="javascript' not in html
 
 
 def test_every_link_gets_nofollow_noopener_noreferrer() -> None:

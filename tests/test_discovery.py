@@ -6,16 +6,21 @@ is ``127.0.0.1:PORT``, port included, exactly as INTEROCC_BASE_URL says.
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlalchemy import update
 
-from server import assemblies, communiques
+from server import assemblies, communiques, instance
+from server.app import create_app
+from server.config import Settings
 from server.context import Context
-from server.models import Assembly, AssemblyStatus
+from server.models import Assembly, AssemblyStatus, Communique
 from tests.helpers import approved_assembly, count, post
 from tests.support.servers import ServerThread
 
@@ -171,3 +176,60 @@ async def test_nodeinfo_links_and_documents(ctx: Context, http: httpx.AsyncClien
         assert doc["usage"]["localPosts"] == 2
 
     assert (await http.get("/nodeinfo/9.9")).status_code == 404
+
+
+@pytest.fixture
+async def uncached(settings: Settings, ctx: Context) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process, keeping no federation answer: each GET sees the database now."""
+    app = create_app(dataclasses.replace(settings, read_cache_seconds=0), ctx=ctx)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=settings.base_url) as client:
+            yield client
+
+
+async def test_nodeinfo_says_whether_sign_ups_are_open(
+    ctx: Context, uncached: httpx.AsyncClient
+) -> None:
+    # Mastodon reports "approval required" as open too: anyone may ask for an account.
+    for mode, open_ in (("open", True), ("approval", True), ("closed", False)):
+        async with ctx.sessions() as session, session.begin():
+            await instance.save(
+                session,
+                name="InterOcc",
+                description="",
+                rules="",
+                registration_mode=mode,
+                follow_approval=False,
+            )
+        for version in ("2.0", "2.1"):
+            doc = (await uncached.get(f"/nodeinfo/{version}")).json()
+            assert doc["openRegistrations"] is open_, (mode, version)
+
+
+async def test_nodeinfo_counts_assemblies_that_published_lately_as_active(
+    ctx: Context, uncached: httpx.AsyncClient
+) -> None:
+    now = ctx.clock()
+    ages = {
+        "month": [10, 400],  # active this month (and half year)
+        "halfyear": [100],  # active in the half year only
+        "dormant": [400],  # published, but long ago
+        "silent": [],  # never published
+        "banned": [5],  # active, but suspended: not counted at all
+    }
+    for handle, days in ages.items():
+        await approved_assembly(ctx, handle)
+        for age in days:
+            published = await post(ctx, handle, f"{age} days ago.")
+            async with ctx.sessions() as session, session.begin():
+                await session.execute(
+                    update(Communique)
+                    .where(Communique.id == published.communique.id)
+                    .values(published_at=now - timedelta(days=age))
+                )
+    async with ctx.sessions() as session, session.begin():
+        await assemblies.suspend(session, "banned", now=now)
+
+    doc = (await uncached.get("/nodeinfo/2.1")).json()
+    assert doc["usage"]["users"] == {"total": 4, "activeMonth": 1, "activeHalfyear": 2}

@@ -1,4 +1,5 @@
-"""Acceptance: `make run` serves WebFinger and the actor of an assembly made with the CLI."""
+"""Acceptance: `make run` serves WebFinger and the actor of an assembly made with the CLI, says
+where it serves and what to do next, and installs what running needs, not the test extras."""
 
 from __future__ import annotations
 
@@ -57,6 +58,31 @@ def test_make_run_serves_an_assembly_created_with_the_cli(sqlite_url: str, tmp_p
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.2)
 
+        # One line says where the server is and what to do next; the database records the
+        # address `make run` gave it.
+        started = (tmp_path / "run.log").read_text()
+        assert f"recorded the instance's address, {base}" in started
+        assert (
+            f"InterOcc is serving {base}: no administrator yet; create the first one with "
+            "`interocc admin create EMAIL`"
+        ) in started
+
+        # A shell without the server's INTEROCC_BASE_URL (http://127.0.0.1:8000 by default)
+        # cannot publish under the wrong address: one line, nothing stored.
+        done = subprocess.run(
+            [CLI, "assembly", "create", "elsewhere", "--name", "Wrong address"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2 and done.stdout == "", done.stderr
+        assert done.stderr.splitlines() == [
+            "interocc: configuration error: INTEROCC_BASE_URL is http://127.0.0.1:8000, but "
+            f"this database is the instance at {base}: set INTEROCC_BASE_URL={base}, or "
+            "change the instance's address with `interocc instance set-address "
+            "http://127.0.0.1:8000` (before it federates)"
+        ]
+
         cli_env = {**env, "INTEROCC_BASE_URL": base}
         for args in (
             ["assembly", "create", "libertyplaza", "--name", "Liberty Plaza General Assembly"],
@@ -102,3 +128,62 @@ def test_make_run_serves_an_assembly_created_with_the_cli(sqlite_url: str, tmp_p
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+# ---- what `make run` installs ----------------------------------------------------------
+
+
+def fake_venv(folder: Path) -> Path:
+    """A virtualenv whose pip only notes what it is asked to install (no network)."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True)
+    log = folder / "pip.log"
+    (bin_dir / "pip").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    for script in ("pip", "python"):
+        (bin_dir / script).chmod(0o755)
+    log.touch()
+    return log
+
+
+def make(*args: str, venv: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INTEROCC_", "MAKE"))}
+    done = subprocess.run(
+        ["make", "--no-print-directory", *args, f"VENV={venv}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def installs(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if "--upgrade pip" not in line]
+
+
+def test_make_run_installs_no_test_extras_and_make_test_still_does(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    log = fake_venv(venv)
+    make("install-run", venv=venv)
+    assert installs(log) == ["install --quiet -e ."]
+    # `make run` now has all it needs: nothing more to install.
+    planned = make("-n", "run", venv=venv)
+    assert "pip install" not in planned and "interocc serve" in planned
+    # `make test` after it installs the test extras.
+    assert "pip install --quiet -e '.[test]'" in make("-n", "test", venv=venv)
+    make("install", venv=venv)
+    assert installs(log) == ["install --quiet -e .", "install --quiet -e .[test]"]
+    make("install-run", venv=venv)
+    make("install", venv=venv)
+    assert len(installs(log)) == 2  # both up to date
+
+    # The other way round: the full install holds what running needs.
+    other = tmp_path / "other"
+    log = fake_venv(other)
+    make("install", venv=other)
+    make("install-run", venv=other)
+    assert "pip install" not in make("-n", "run", venv=other)
+    assert installs(log) == ["install --quiet -e .[test]"]

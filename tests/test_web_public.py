@@ -8,17 +8,19 @@ database, so each test shows exactly what it sets up.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from html.parser import HTMLParser
 from itertools import count as counter
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select, update
 
-from server import accounts, instance
+from server import accounts, assemblies, communiques, instance
 from server.app import create_app
 from server.config import Settings
 from server.context import Context
@@ -724,3 +726,94 @@ async def test_directory_ignores_assemblies_in_other_states_even_when_searched(
     async with ctx.sessions() as session:
         total = len((await session.scalars(select(Assembly))).all())
     assert total == 2
+
+
+# --- the latest communiqués on the home page -----------------------------------------------
+
+
+def recent_links(page: str) -> list[str]:
+    """The permalinks of the home page's latest communiqués, in order."""
+    section = page.split('<section class="recent"', 1)
+    if len(section) < 2:
+        return []
+    return re.findall(r'<a class="permalink" href="([^"]+)"', section[1].split("</section>")[0])
+
+
+async def test_the_home_page_leads_with_the_latest_communiques(
+    ctx: Context, web: httpx.AsyncClient
+) -> None:
+    await approved_assembly(ctx, "libertyplaza", name="Liberty Plaza General Assembly")
+    await approved_assembly(ctx, "oakland", name="Occupy Oakland")
+    await approved_assembly(ctx, "hidden", name="Hidden Assembly")
+    await approved_assembly(ctx, "stopped", name="Stopped Assembly")
+    published = [
+        await post(ctx, "libertyplaza" if n % 2 else "oakland", f"Communiqué number {n}.")
+        for n in range(1, 9)
+    ]
+    deleted = await post(ctx, "oakland", "Deleted at once.")
+    await set_communique(ctx, deleted.communique.id, deleted_at=ctx.clock())
+    warned = await post(ctx, "libertyplaza", "Medics at the corner of Broadway.")
+    await set_communique(ctx, warned.communique.id, summary="Police activity")
+    await post(ctx, "hidden", "Not listed in the directory, nor here.")
+    await post(ctx, "stopped", "Suspended since.")
+    async with ctx.sessions() as session, session.begin():
+        await session.execute(
+            update(Assembly).where(Assembly.handle == "hidden").values(discoverable=False)
+        )
+        await session.execute(
+            update(Assembly)
+            .where(Assembly.handle == "stopped")
+            .values(status=AssemblyStatus.SUSPENDED)
+        )
+
+    page = (await web.get("/")).text
+    # The six newest, of listed assemblies, newest first, each linking to its permalink.
+    assert recent_links(page) == [warned.url] + [p.url for p in reversed(published)][:5]
+    assert "Latest communiqués" in page
+    assert "Communiqué number 8." in page and "Communiqué number 3." not in page
+    assert "Occupy Oakland" in page and "Liberty Plaza General Assembly" in page
+    assert f'<time datetime="{published[-1].communique.published_at:%Y-%m-%dT%H:%M:%SZ}">' in page
+    # A content warning stands in for the text, as on the page.
+    assert "Content warning: Police activity" in page
+    assert "Medics" not in page
+    assert "Not listed" not in page and "Suspended since" not in page
+    assert "Deleted at once" not in page
+    assert_no_inline_code(page)
+    # A search, or a later page of the directory, is about assemblies only.
+    assert recent_links((await web.get("/", params={"q": "oakland"})).text) == []
+
+
+async def test_a_home_page_without_communiques_has_no_empty_list(
+    ctx: Context, web: httpx.AsyncClient
+) -> None:
+    await approved_assembly(ctx, "libertyplaza")
+    page = (await web.get("/")).text
+    assert "Latest communiqués" not in page
+    assert recent_links(page) == []
+
+
+# --- line breaks ------------------------------------------------------------------------
+
+
+async def test_the_founding_communiques_sign_off_keeps_its_lines_everywhere(
+    ctx: Context, web: httpx.AsyncClient
+) -> None:
+    """docs/founding-communique.txt ends "General Assembly / Liberty Plaza / New York City"
+    on three lines: so on the page, in the feed and in the Note Mastodon receives."""
+    source = (Path(__file__).parents[1] / "docs" / "founding-communique.txt").read_text()
+    await approved_assembly(ctx, "libertyplaza")
+    published = await post(ctx, "libertyplaza", source)
+    lines = "General Assembly<br>\nLiberty Plaza<br>\nNew York City"
+
+    assert lines in published.communique.content_html
+    assert lines in (await web.get(published.url)).text
+    assert lines in (await web.get("/actors/libertyplaza")).text
+    feed = (await web.get("/actors/libertyplaza/feed.atom")).text
+    assert html.escape(lines, quote=False) in feed
+    async with ctx.sessions() as session:
+        assembly = await assemblies.get(session, "libertyplaza")
+        note = await communiques.note_of(session, ctx.urls, assembly, published.communique)
+    assert lines in note["content"]
+    assert lines in note["contentMap"]["en"]
+    # The long paragraphs stay paragraphs: no break inside them.
+    assert "<p>This communiqué is presented by the people" in note["content"]

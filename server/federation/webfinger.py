@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from urllib.parse import unquote
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import assemblies
+from server import assemblies, instance
 from server.activitypub.vocab import AS2_MEDIA_TYPE
 from server.config import VERSION
 from server.context import Context
 from server.errors import BadRequest, NotFound
 from server.federation.cache import cache_of, respond
+from server.instance import RegistrationMode
 from server.models import Assembly, AssemblyStatus, Communique
 
 JRD = "application/jrd+json"
@@ -104,6 +107,18 @@ async def nodeinfo_links(request: Request) -> Response:
     return respond(request, await cache_of(request).answer((request.url.path,), render))
 
 
+async def active_assemblies(session: AsyncSession, *, since: datetime) -> int:
+    """Approved assemblies that published a communiqué since ``since``: NodeInfo's active
+    users. Our accounts are assemblies and publishing is what they do; a facilitator who
+    signs in only to read does nothing the fediverse sees."""
+    query = (
+        select(func.count(func.distinct(Communique.assembly_id)))
+        .join(Assembly, Assembly.id == Communique.assembly_id)
+        .where(Assembly.status == AssemblyStatus.APPROVED, Communique.published_at >= since)
+    )
+    return int(await session.scalar(query) or 0)
+
+
 async def nodeinfo(request: Request) -> Response:
     ctx = _ctx(request)
     version = request.path_params["version"]
@@ -111,6 +126,7 @@ async def nodeinfo(request: Request) -> Response:
         raise NotFound()
 
     async def render() -> Response:
+        now = ctx.clock()
         async with ctx.sessions() as session:
             users = await session.scalar(
                 select(func.count(Assembly.id)).where(Assembly.status == AssemblyStatus.APPROVED)
@@ -118,21 +134,28 @@ async def nodeinfo(request: Request) -> Response:
             posts = await session.scalar(
                 select(func.count(Communique.id)).where(Communique.deleted_at.is_(None))
             )
+            # Our accounts are assemblies; an active one is one that published (see
+            # active_assemblies), over NodeInfo's month and half year as Mastodon
+            # counts them: 30 and 180 days.
+            month = await active_assemblies(session, since=now - timedelta(days=30))
+            halfyear = await active_assemblies(session, since=now - timedelta(days=180))
+            info = await instance.load(session, ctx.settings)
         software: dict[str, str] = {"name": "interocc", "version": VERSION}
         if version == "2.1":
             software["homepage"] = ctx.urls.base
-        users_total = users or 0
         body = {
             "version": version,
             "software": software,
             "protocols": ["activitypub"],
             "services": {"inbound": [], "outbound": []},
-            "openRegistrations": False,
+            # Open unless closed: sign-ups that wait for an admin's approval are open too,
+            # as Mastodon reports its "approval required" mode.
+            "openRegistrations": info.registration_mode != RegistrationMode.CLOSED,
             "usage": {
                 "users": {
-                    "total": users_total,
-                    "activeMonth": users_total,
-                    "activeHalfyear": users_total,
+                    "total": users or 0,
+                    "activeMonth": month,
+                    "activeHalfyear": halfyear,
                 },
                 "localPosts": posts or 0,
             },

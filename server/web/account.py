@@ -1,5 +1,6 @@
 """Accounts in the browser: sign up, log in and out, the dashboard, requesting an assembly,
-its settings, its facilitators and invitations.
+its settings, its facilitators and invitations; a person's own account (/account: password,
+address, sessions, deletion, export), password reset and address confirmation by mail.
 
 Routes stay thin: read the form, check who asks, call the domain (server.accounts,
 server.assemblies, server.memberships, server.media) in one transaction, render. A page is
@@ -10,6 +11,7 @@ lock, and the render helper opens its own session.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,10 +24,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server import accounts, archive, assemblies, exports, instance, media, memberships, moving
+from server import (
+    accounts,
+    archive,
+    assemblies,
+    exports,
+    instance,
+    mail,
+    media,
+    memberships,
+    moving,
+)
 from server.activitypub.vocab import build_assembly_actor
 from server.context import Context
-from server.errors import Conflict, Forbidden, InterOccError, NotFound
+from server.errors import BadRequest, Conflict, Forbidden, InterOccError, NotFound
 from server.instance import RegistrationMode
 from server.memberships import Member
 from server.models import (
@@ -125,11 +137,12 @@ async def signup(request: Request) -> Response:
         # Nothing is read, nothing is stored.
         return await render(request, "signup.html", status=403, mode=mode.value, closed=True)
     nxt = safe_next(request.query_params.get("next"))
+    mail_on = ctx.settings.mail_enabled
     if request.method == "GET":
         if await current_user(request) is not None:
             return redirect(request, nxt)
         state = FormState(values={"next": nxt})
-        return await render(request, "signup.html", mode=mode.value, form=state)
+        return await render(request, "signup.html", mode=mode.value, form=state, mail_on=mail_on)
 
     form = await read_form(request)
     email = text(form, "email", max_length=1000)
@@ -145,6 +158,9 @@ async def signup(request: Request) -> Response:
                 password=password,
                 status=UserStatus.ACTIVE if mode == RegistrationMode.OPEN else UserStatus.PENDING,
             )
+            await mail.confirm_address(
+                session, ctx.settings, user=user, email=user.email, now=ctx.clock()
+            )
             if user.status == UserStatus.ACTIVE:
                 if previous := session_token(request):
                     await accounts.end_session(session, previous)
@@ -153,13 +169,27 @@ async def signup(request: Request) -> Response:
                 )
     except InterOccError as exc:
         state.fail(exc, "email")
-        return await render(request, "signup.html", status=exc.status, mode=mode.value, form=state)
+        return await render(
+            request,
+            "signup.html",
+            status=exc.status,
+            mode=mode.value,
+            form=state,
+            mail_on=mail_on,
+        )
     except IntegrityError:  # the same address signed up a moment ago
         state.fail(Conflict("an account with this e-mail address already exists", field="email"))
-        return await render(request, "signup.html", status=409, mode=mode.value, form=state)
+        return await render(
+            request, "signup.html", status=409, mode=mode.value, form=state, mail_on=mail_on
+        )
     if token is None:
-        return await render(request, "signup.html", mode=mode.value, waiting=True)
-    response = redirect(request, nxt, flash="Welcome! Your account is ready.")
+        return await render(
+            request, "signup.html", mode=mode.value, waiting=True, mail_on=mail_on, email=email
+        )
+    flash = "Welcome! Your account is ready."
+    if mail_on:
+        flash += f" A link to confirm your address is on its way to {email.strip().lower()}."
+    response = redirect(request, nxt, flash=flash)
     return _signed_in(response, ctx, token)
 
 
@@ -169,7 +199,12 @@ async def login(request: Request) -> Response:
         nxt = safe_next(request.query_params.get("next"))
         if await current_user(request) is not None:
             return redirect(request, nxt)
-        return await render(request, "login.html", form=FormState(values={"next": nxt}))
+        return await render(
+            request,
+            "login.html",
+            form=FormState(values={"next": nxt}),
+            mail_on=ctx.settings.mail_enabled,
+        )
 
     form = await read_form(request)
     email = text(form, "email", max_length=1000)
@@ -197,7 +232,11 @@ async def login(request: Request) -> Response:
         state = FormState(values={"email": email.strip(), "next": nxt})
         state.errors["_form"] = result.error or "wrong e-mail address or password"
         return await render(
-            request, "login.html", status=429 if result.limited else 400, form=state
+            request,
+            "login.html",
+            status=429 if result.limited else 400,
+            form=state,
+            mail_on=ctx.settings.mail_enabled,
         )
     return _signed_in(redirect(request, nxt), ctx, token)
 
@@ -225,13 +264,25 @@ async def dashboard(request: Request) -> Response:
     async with ctx.sessions() as session:
         mine = await memberships.facilitating(session, user.id)
         invited = await memberships.invitations_for(session, user)
+    if not _may_claim_invitations(ctx, user):
+        invited = []
     return await render(request, "dashboard.html", facilitating=mine, invitations=invited)
+
+
+def _may_claim_invitations(ctx: Context, user: User) -> bool:
+    """Whether invitations to the account's address are listed on its dashboard, to be
+    accepted without their link. With mail on, only once the address is confirmed (until
+    then it may be someone else's: they get the link by mail); without mail, as always,
+    only invitations made after the account (memberships.invitations_for)."""
+    return not ctx.settings.mail_enabled or user.email_confirmed_at is not None
 
 
 async def accept_from_dashboard(request: Request) -> Response:
     ctx = _ctx(request)
     user = await require_user(request)
     await read_form(request)
+    if not _may_claim_invitations(ctx, user):
+        raise Forbidden("confirm your e-mail address first, or open the link of the invitation")
     async with ctx.sessions() as session, session.begin():
         joined = await memberships.accept_by_id(
             session,
@@ -495,6 +546,9 @@ async def _facilitators_page(
         form=form or FormState(values={"role": MemberRole.FACILITATOR.value}),
         link=link,
         problem=problem,
+        # With mail on, invitations go by mail (facilitators.html may say so instead of
+        # "you get a link to pass on").
+        mail_on=ctx.settings.mail_enabled,
     )
     return _private(response) if link else response
 
@@ -516,11 +570,20 @@ async def facilitators(request: Request) -> Response:
             invited = await memberships.invite(
                 session, assembly=assembly, email=email, role=role, invited_by=user, now=ctx.clock()
             )
+            # With mail on, the invitation goes by mail (with a link of its own, minted when
+            # it is sent) and this one is shown to nobody.
+            mailed = await mail.invitation(
+                session, ctx.settings, invitation=invited.invitation, now=ctx.clock()
+            )
     except (Forbidden, NotFound):
         raise
     except InterOccError as exc:
         return await _facilitators_page(
             request, user, handle, form=state.fail(exc, "email"), status=exc.status
+        )
+    if mailed:
+        return _back_to_list(
+            request, f"An invitation is on its way to {invited.invitation.email} by e-mail."
         )
     link = f"{ctx.urls.base}/invitations/{invited.token}"
     # The form starts afresh; the page names whom the link is for.
@@ -636,6 +699,396 @@ async def invitation(request: Request) -> Response:
     return redirect(request, "/dashboard", flash=_joined_message(joined))
 
 
+# -- password reset by mail ---------------------------------------------------------------
+
+
+def _link_page(response: Response) -> Response:
+    """A page opened from a mailed link: its token is in the URL, so no cache keeps the
+    page and no Referer carries the URL anywhere."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+RESET_SENT = (
+    "If an account uses this address, a link to choose a new password is on its way to it."
+    " It works for one hour."
+)
+
+
+async def forgot_password(request: Request) -> Response:
+    ctx = _ctx(request)
+    mail_on = ctx.settings.mail_enabled
+    if request.method == "GET" or not mail_on:
+        status = 200 if request.method == "GET" else 404
+        return await render(
+            request, "password_forgot.html", status=status, form=FormState(), mail_on=mail_on
+        )
+    form = await read_form(request)
+    email = text(form, "email", max_length=1000).strip()
+    state = FormState(values={"email": email})
+    try:
+        address = accounts.normalise_email(email)
+        # The same work whether or not an account has the address (the worker looks it up,
+        # and sends nothing if none has): neither the answer nor its time tells.
+        async with ctx.sessions() as session, session.begin():
+            await accounts.spend_requests(
+                session,
+                secret=ctx.settings.secret_key,
+                counted=accounts.reset_request_counts(email=address, client=_client(request)),
+                now=ctx.clock(),
+            )
+            await mail.password_reset(session, ctx.settings, email=address, now=ctx.clock())
+    except InterOccError as exc:
+        state.fail(exc, "email")
+        return await render(
+            request, "password_forgot.html", status=exc.status, form=state, mail_on=mail_on
+        )
+    return await render(request, "password_forgot.html", sent=RESET_SENT, mail_on=mail_on)
+
+
+async def reset_password(request: Request) -> Response:
+    ctx = _ctx(request)
+    token = request.path_params["token"]
+    if request.method == "GET":
+        async with ctx.sessions() as session:
+            holder = await accounts.check_link_token(
+                session, token, purpose=accounts.RESET, now=ctx.clock()
+            )
+        page = await render(
+            request,
+            "password_reset.html",
+            status=200 if holder else 400,
+            invalid=holder is None,
+            email=holder.user.email if holder else None,
+            form=FormState(),
+        )
+        return _link_page(page)
+
+    form = await read_form(request)
+    password = text(form, "password", max_length=PASSWORD_FIELD_MAX)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            user = await accounts.reset_password(
+                session, token=token, password=password, now=ctx.clock()
+            )
+            await mail.password_changed(session, ctx.settings, user=user, now=ctx.clock())
+    except BadRequest as exc:
+        if exc.field != "password":  # the link itself does not work
+            page = await render(
+                request, "password_reset.html", status=400, invalid=True, form=FormState()
+            )
+            return _link_page(page)
+        async with ctx.sessions() as session:
+            holder = await accounts.check_link_token(
+                session, token, purpose=accounts.RESET, now=ctx.clock()
+            )
+        page = await render(
+            request,
+            "password_reset.html",
+            status=exc.status,
+            invalid=holder is None,
+            email=holder.user.email if holder else None,
+            form=FormState().fail(exc),
+        )
+        return _link_page(page)
+    response = redirect(
+        request,
+        "/login",
+        flash="Your new password is set, and every browser that was signed in to your account"
+        " is signed out. Log in with the new password.",
+    )
+    clear_cookie(response, ctx.settings, "session")
+    _rotate_csrf(response, ctx)
+    return _link_page(response)
+
+
+# -- address confirmation -------------------------------------------------------------------
+
+
+async def confirm_email(request: Request) -> Response:
+    """A confirmation link: the page asks for one click (a POST), since mail scanners open
+    the links of the messages they check."""
+    ctx = _ctx(request)
+    token = request.path_params["token"]
+    if request.method == "GET":
+        async with ctx.sessions() as session:
+            holder = await accounts.check_link_token(
+                session, token, purpose=accounts.CONFIRM, now=ctx.clock()
+            )
+        page = await render(
+            request,
+            "email_confirm.html",
+            status=200 if holder else 400,
+            invalid=holder is None,
+            address=holder.token.email if holder else None,
+            changing=holder is not None and holder.token.email != holder.user.email,
+        )
+        return _link_page(page)
+
+    await read_form(request)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            confirmed = await accounts.confirm_email(session, token=token, now=ctx.clock())
+            if confirmed.replaced:
+                await mail.address_changed(
+                    session,
+                    ctx.settings,
+                    old_email=confirmed.replaced,
+                    new_email=confirmed.user.email,
+                    now=ctx.clock(),
+                )
+    except (BadRequest, Conflict) as exc:
+        page = await render(
+            request, "email_confirm.html", status=exc.status, invalid=True, problem=exc.message
+        )
+        return _link_page(page)
+    user = await current_user(request)
+    where = "/account" if user is not None and user.id == confirmed.user.id else "/login"
+    flash = f"Your address {confirmed.user.email} is confirmed."
+    if confirmed.replaced:
+        flash = f"Your account's address is now {confirmed.user.email}."
+    return _link_page(redirect(request, where, flash=flash))
+
+
+# -- the account's own page -----------------------------------------------------------------
+
+
+@dataclass
+class _AccountForms:
+    password: FormState = field(default_factory=FormState)
+    email: FormState = field(default_factory=FormState)
+    confirm: FormState = field(default_factory=FormState)
+    sessions: FormState = field(default_factory=FormState)
+
+
+async def _account_page(
+    request: Request, user: User, *, forms: _AccountForms | None = None, status: int = 200
+) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        others = await accounts.other_sessions(
+            session, user=user, keep_session=session_token(request), now=ctx.clock()
+        )
+    response = await render(
+        request,
+        "account.html",
+        status=status,
+        forms=forms or _AccountForms(),
+        other_sessions=others,
+        mail_on=ctx.settings.mail_enabled,
+        min_password=accounts.MIN_PASSWORD,
+    )
+    return _private(response)
+
+
+async def account_page(request: Request) -> Response:
+    return await _account_page(request, await require_user(request))
+
+
+async def _check_current(
+    session: AsyncSession,
+    request: Request,
+    user: User,
+    form: FormData,
+    field: str = "current_password",
+) -> None:
+    ctx = _ctx(request)
+    await accounts.check_current_password(
+        session,
+        user,
+        text(form, field, max_length=PASSWORD_FIELD_MAX),
+        client=_client(request),
+        secret=ctx.settings.secret_key,
+        now=ctx.clock(),
+    )
+
+
+async def _account_action(
+    request: Request,
+    which: str,
+    action: Callable[[AsyncSession, User, FormData], Awaitable[str]],
+    *,
+    values: Callable[[FormData], dict[str, Any]] = lambda form: {},
+    current_password: str | None = "current_password",
+) -> Response:
+    """One change to the signed-in person's own account, in one transaction, after the
+    check of their current password (whose failure is kept, for the login limiter, even
+    though nothing else is): back to /account with the action's message, or the page
+    again with the refusal beside the form ``which``."""
+    ctx = _ctx(request)
+    user = await require_user(request)
+    form = await read_form(request)
+    refused: InterOccError | None = None
+    message = ""
+    try:
+        async with ctx.sessions() as session, session.begin():
+            me = await session.get(User, user.id)
+            assert me is not None
+            try:
+                if current_password:
+                    await _check_current(session, request, me, form, current_password)
+            except InterOccError as exc:
+                refused = exc  # committed: the failed guess counts
+            else:
+                message = await action(session, me, form)
+    except InterOccError as exc:
+        refused = exc
+    if refused is not None:
+        forms = _AccountForms()
+        state = FormState(values=values(form))
+        # Each form of the page has its own name for the current password (ids are unique).
+        name = current_password if refused.field == "current_password" else refused.field
+        state.errors[name or "_form"] = refused.message
+        setattr(forms, which, state)
+        return await _account_page(request, user, forms=forms, status=refused.status)
+    return redirect(request, "/account", flash=message)
+
+
+async def change_password(request: Request) -> Response:
+    ctx = _ctx(request)
+
+    async def action(session: AsyncSession, me: User, form: FormData) -> str:
+        signed_out = await accounts.change_password(
+            session,
+            user=me,
+            password=text(form, "password", max_length=PASSWORD_FIELD_MAX),
+            keep_session=session_token(request),
+        )
+        await mail.password_changed(session, ctx.settings, user=me, now=ctx.clock())
+        others = f" {signed_out} other browser{'s' if signed_out != 1 else ''} signed out."
+        return "Your password is changed." + (others if signed_out else "")
+
+    return await _account_action(request, "password", action)
+
+
+async def change_email(request: Request) -> Response:
+    ctx = _ctx(request)
+    if not ctx.settings.mail_enabled:
+        raise NotFound("this instance sends no mail: ask an administrator to change your address")
+
+    async def action(session: AsyncSession, me: User, form: FormData) -> str:
+        await accounts.spend_requests(
+            session,
+            secret=ctx.settings.secret_key,
+            counted=accounts.confirmation_counts(me),
+            now=ctx.clock(),
+        )
+        address = await accounts.request_email_change(
+            session, user=me, email=text(form, "email", max_length=1000)
+        )
+        await mail.confirm_address(session, ctx.settings, user=me, email=address, now=ctx.clock())
+        return (
+            f"A link to confirm {address} is on its way to it. Your address stays {me.email}"
+            " until you open it."
+        )
+
+    def values(form: FormData) -> dict[str, Any]:
+        return {"email": text(form, "email", max_length=1000).strip()}
+
+    return await _account_action(
+        request, "email", action, values=values, current_password="email_current_password"
+    )
+
+
+async def resend_confirmation(request: Request) -> Response:
+    ctx = _ctx(request)
+    if not ctx.settings.mail_enabled:
+        raise NotFound("this instance sends no mail")
+
+    async def action(session: AsyncSession, me: User, form: FormData) -> str:
+        address = me.pending_email or (me.email if me.email_confirmed_at is None else None)
+        if address is None:
+            raise Conflict("your address is confirmed already")
+        await accounts.spend_requests(
+            session,
+            secret=ctx.settings.secret_key,
+            counted=accounts.confirmation_counts(me),
+            now=ctx.clock(),
+        )
+        await mail.confirm_address(session, ctx.settings, user=me, email=address, now=ctx.clock())
+        return f"A new link to confirm {address} is on its way to it."
+
+    return await _account_action(request, "confirm", action, current_password=None)
+
+
+async def sign_out_others(request: Request) -> Response:
+    async def action(session: AsyncSession, me: User, form: FormData) -> str:
+        ended = await accounts.sign_out_others(
+            session, user=me, keep_session=session_token(request)
+        )
+        if not ended:
+            return "No other browser was signed in."
+        return f"{ended} other browser{'s are' if ended != 1 else ' is'} signed out."
+
+    return await _account_action(request, "sessions", action, current_password=None)
+
+
+async def _delete_page(
+    request: Request, user: User, *, form: FormState | None = None, status: int = 200
+) -> Response:
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        blockers = await accounts.sole_admin_of(session, user)
+        facilitating = await memberships.facilitating(session, user.id)
+    response = await render(
+        request,
+        "account_delete.html",
+        status=status,
+        form=form or FormState(),
+        blockers=blockers,
+        facilitating=facilitating,
+    )
+    return _private(response)
+
+
+async def delete_account(request: Request) -> Response:
+    ctx = _ctx(request)
+    user = await require_user(request)
+    if request.method == "GET":
+        return await _delete_page(request, user)
+    form = await read_form(request)
+    refused: InterOccError | None = None
+    try:
+        async with ctx.sessions() as session, session.begin():
+            me = await session.get(User, user.id)
+            assert me is not None
+            try:
+                await _check_current(session, request, me, form)
+            except InterOccError as exc:
+                refused = exc  # committed: the failed guess counts
+            else:
+                await accounts.delete_account(session, user=me)
+    except InterOccError as exc:
+        refused = exc
+    if refused is not None:
+        state = FormState().fail(refused)
+        return await _delete_page(request, user, form=state, status=refused.status)
+    response = redirect(request, "/", flash="Your account is deleted. Thank you for your work.")
+    clear_cookie(response, ctx.settings, "session")
+    _rotate_csrf(response, ctx)
+    return response
+
+
+async def export_account(request: Request) -> Response:
+    """The account's own records as a JSON file (accounts.export_account says what is in
+    it, and what is not)."""
+    ctx = _ctx(request)
+    user = await require_user(request)
+    async with ctx.sessions() as session:
+        data = await accounts.export_account(session, user=user, now=ctx.clock())
+    body = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    day = ctx.clock().strftime("%Y-%m-%d")
+    return Response(
+        body,
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="interocc-account-{day}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
 routes = [
     Route("/signup", signup, methods=["GET", "POST"]),
     Route("/login", login, methods=["GET", "POST"]),
@@ -661,4 +1114,14 @@ routes = [
         methods=["POST"],
     ),
     Route("/invitations/{token}", invitation, methods=["GET", "POST"]),
+    Route("/password/forgot", forgot_password, methods=["GET", "POST"]),
+    Route("/password/reset/{token}", reset_password, methods=["GET", "POST"]),
+    Route("/account/confirm/{token}", confirm_email, methods=["GET", "POST"]),
+    Route("/account", account_page),
+    Route("/account/password", change_password, methods=["POST"]),
+    Route("/account/email", change_email, methods=["POST"]),
+    Route("/account/email/confirm", resend_confirmation, methods=["POST"]),
+    Route("/account/sessions", sign_out_others, methods=["POST"]),
+    Route("/account/delete", delete_account, methods=["GET", "POST"]),
+    Route("/account/export", export_account),
 ]

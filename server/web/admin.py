@@ -68,7 +68,13 @@ async def overview(request: Request) -> Response:
     async with ctx.sessions() as session:
         counts = await moderation.overview(session)
         queue = await deliveries.queue_overview(session, now=ctx.clock())
-    return await render(request, "admin_overview.html", counts=counts, queue=queue)
+    return await render(
+        request,
+        "admin_overview.html",
+        counts=counts,
+        queue=queue,
+        mail_on=ctx.settings.mail_enabled,
+    )
 
 
 # -- assemblies ---------------------------------------------------------------------------

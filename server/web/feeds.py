@@ -1,4 +1,5 @@
-"""Atom 1.0 feeds (RFC 4287): the whole instance's and each assembly's latest communiqués.
+"""Atom 1.0 feeds (RFC 4287): the latest communiqués of the whole instance, of each
+assembly, and of each hashtag.
 
 ``build_atom`` is pure: it turns a :class:`Feed` and its :class:`Entry` values into bytes
 with xml.etree, so every string is escaped by the serialiser and the document is always
@@ -14,24 +15,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from server import assemblies, communiques, instance
 from server.activitypub.vocab import iso
+from server.content import tag_name
 from server.context import Context
-from server.models import Assembly, AssemblyStatus, Communique, Media
-from server.urls import ACTOR_FEED, INSTANCE_FEED, Urls
+from server.errors import NotFound
+from server.models import Assembly, Communique, Media
+from server.urls import ACTOR_FEED, INSTANCE_FEED, TAG, Urls
 from server.web.public import (
     absolute_url,
     assembly_feed_url,
     excerpt,
+    latest_public,
     media_path,
     plain_text,
+    tag_exists,
+    tag_page,
+    tag_spelling,
+    tagged_communiques,
 )
+
+TAG_FEED = TAG + ".atom"
 
 FEED_SIZE = 50
 TITLE_CHARS = 100
@@ -172,24 +180,6 @@ def entry_of(
     )
 
 
-async def _latest(
-    session: AsyncSession, *, assembly_id: int | None, limit: int = FEED_SIZE
-) -> list[tuple[Assembly, Communique]]:
-    """The newest public communiqués, of one assembly or of every approved one."""
-    query = (
-        select(Assembly, Communique)
-        .join(Communique, Communique.assembly_id == Assembly.id)
-        .where(Communique.deleted_at.is_(None), Assembly.status == AssemblyStatus.APPROVED)
-        .order_by(Communique.published_at.desc(), Communique.id.desc())
-        .limit(limit)
-    )
-    if assembly_id is None:
-        query = query.where(Assembly.discoverable.is_(True))
-    else:
-        query = query.where(Assembly.id == assembly_id)
-    return [(row[0], row[1]) for row in (await session.execute(query)).all()]
-
-
 def _ctx(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
@@ -208,7 +198,7 @@ async def instance_feed(request: Request) -> Response:
     ctx = _ctx(request)
     async with ctx.sessions() as session:
         info = await instance.load(session, ctx.settings)
-        rows = await _latest(session, assembly_id=None)
+        rows = await latest_public(session, limit=FEED_SIZE)
         files = await communiques.attachments_of(session, [c.id for _, c in rows])
     feed = Feed(
         id=ctx.urls.feed(),
@@ -230,7 +220,7 @@ async def assembly_feed(request: Request) -> Response:
     async with ctx.sessions() as session:
         # Pending and rejected assemblies are 404, suspended ones 410, as on their pages.
         assembly = await assemblies.get_public(session, request.path_params["handle"])
-        rows = await _latest(session, assembly_id=assembly.id)
+        rows = await latest_public(session, limit=FEED_SIZE, assembly_id=assembly.id)
         files = await communiques.attachments_of(session, [c.id for _, c in rows])
     self_url = assembly_feed_url(ctx.urls, assembly.handle)
     feed = Feed(
@@ -248,4 +238,39 @@ async def assembly_feed(request: Request) -> Response:
     return atom_response(request, build_atom(feed))
 
 
-routes = [Route(INSTANCE_FEED, instance_feed), Route(ACTOR_FEED, assembly_feed)]
+async def tag_feed(request: Request) -> Response:
+    """The latest communiqués carrying a hashtag, as its page lists them (a tag no
+    communiqué ever carried is 404 here too)."""
+    ctx = _ctx(request)
+    tag = tag_name(request.path_params["tag"])
+    if tag is None:
+        raise NotFound("no hashtag looks like that")
+    async with ctx.sessions() as session:
+        rows, _ = await tagged_communiques(session, tag=tag, page=1, page_size=FEED_SIZE)
+        if not rows and not await tag_exists(session, tag):
+            raise NotFound(f"no communiqué here was ever tagged #{tag}")
+        files = await communiques.attachments_of(session, [c.id for _, c in rows])
+        info = await instance.load(session, ctx.settings)
+    page_url = ctx.urls.tag(tag)
+    title = "#" + tag_spelling(tag, rows)
+    feed = Feed(
+        id=page_url + ".atom",
+        title=f"{title} · {info.name}",
+        subtitle=f"Communiqués tagged {title} on {info.name}",
+        self_url=page_url + ".atom",
+        alternate_url=page_url,
+        author_name=info.name,
+        author_uri=ctx.urls.base + "/",
+        updated=ctx.clock(),
+        entries=[entry_of(ctx.urls, a, c, files.get(c.id, [])) for a, c in rows],
+    )
+    return atom_response(request, build_atom(feed))
+
+
+# The tag's feed before its page: TAG's {tag} would match "name.atom" too.
+routes = [
+    Route(INSTANCE_FEED, instance_feed),
+    Route(ACTOR_FEED, assembly_feed),
+    Route(TAG_FEED, tag_feed),
+    Route(TAG, tag_page),
+]

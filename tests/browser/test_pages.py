@@ -375,6 +375,17 @@ def compose_preview(page: Page) -> None:
     expect(page.locator(".preview").first).to_contain_text("General strike")
 
 
+def follow_refused(page: Page) -> None:
+    """The follow box of the assembly page, sent with no handle in it: the page again,
+    with the reason beside the box (no server was asked)."""
+    goto(f"/actors/{HANDLE}")(page)
+    form = page.locator("form#remote-follow")
+    form.locator("[name=acct]").fill("not a handle")
+    response = submit(page, form)
+    assert response.status == 400, f"answered {response.status}: {shown(page)}"
+    expect(page.locator("#e-remote-acct")).to_contain_text("type your handle")
+
+
 # Pages anyone sees, whatever the journey made.
 PUBLIC_PAGES: dict[str, Visit] = {
     "home": goto("/"),
@@ -382,13 +393,18 @@ PUBLIC_PAGES: dict[str, Visit] = {
     "signup": goto("/signup"),
     "signup-field-errors": signup_with_errors,
     "login": goto("/login"),
+    "password-forgot": goto("/password/forgot"),
+    "password-reset-invalid": goto("/password/reset/1.not-a-token", 400),
+    "email-confirm-invalid": goto("/account/confirm/1.not-a-token", 400),
     "not-found-assembly": goto("/actors/nosuchassembly", 404),
     "not-found-path": goto("/no/such/page", 404),
     "directory-search": goto("/?q=plaza&language=en"),
+    "tag-unknown": goto("/tags/neverusedhere", 404),
 }
 # Pages of the approved assembly, as the journey's people see them.
 ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
     "assembly": ("anonymous", goto(f"/actors/{HANDLE}")),
+    "assembly-follow-refused": ("anonymous", follow_refused),
     "dashboard": ("facilitator", goto("/dashboard")),
     "assembly-request": ("facilitator", goto("/assemblies/new")),
     "manage": ("facilitator", goto(f"/manage/{HANDLE}")),
@@ -410,6 +426,10 @@ ASSEMBLY_PAGES: dict[str, tuple[Role, Visit]] = {
     "admin-reports": ("admin", goto("/admin/reports")),
     "admin-relays": ("admin", goto("/admin/relays")),
     "admin-import": ("admin", goto("/admin/import")),
+    "account": ("facilitator", goto("/account")),
+    "account-errors": ("facilitator", lambda page: account_with_errors(page)),
+    "account-delete": ("facilitator", goto("/account/delete")),
+    "account-admin": ("admin", goto("/account")),
 }
 COSIGNER = "https://asamblea-de-sol.example/actors/asamblea-popular-de-la-puerta-del-sol"
 
@@ -460,9 +480,82 @@ def permalink(c: Published) -> Visit:
     return visit
 
 
+def home_with_latest(c: Published) -> Visit:
+    """The home page, leading with the latest communiqués: the published one first."""
+
+    def visit(page: Page) -> None:
+        goto("/")(page)
+        latest = page.locator(".recent-list .recent-item").first
+        expect(latest.locator("a.permalink")).to_have_attribute("href", c.permalink)
+        expect(latest).to_contain_text("General strike")
+
+    return visit
+
+
+def tag_page(c: Published) -> Visit:
+    """Where the communiqué's #GeneralStrike leads: its tag page, listing it."""
+
+    def visit(page: Page) -> None:
+        goto("/tags/generalstrike")(page)
+        expect(page.locator("h1")).to_have_text("#GeneralStrike")
+        expect(page.locator(f"article.communique a.permalink[href='{c.permalink}']")).to_have_count(
+            1
+        )
+
+    return visit
+
+
+def account_with_errors(page: Page) -> None:
+    """The account page with the server's refusal of a new password beside its field."""
+    goto("/account")(page)
+    form = page.locator("main form[action='/account/password']")
+    form.locator("[name=current_password]").fill(FACILITATOR[1])
+    form.locator("[name=password]").fill("short")
+    form.evaluate("f => { f.noValidate = true; }")
+    submit(page, form)
+    expect(page.locator("p.error").first).to_be_visible()
+
+
+async def _link_token(site: Site, email: str, purpose: str) -> str:
+    """A mailed link's token, minted as the worker mints it (the site sends no mail)."""
+    ctx = await create_context(site.settings)
+    try:
+        async with ctx.sessions() as session, session.begin():
+            user = await accounts.find_by_email(session, email)
+            assert user is not None
+            return await accounts.mint_link_token(
+                session, user=user, purpose=purpose, email=email, now=ctx.clock()
+            )
+    finally:
+        await ctx.aclose()
+
+
+def mailed_link(path: str, purpose: str) -> Callable[[Site], Visit]:
+    """A page opened from a mailed link (a fresh token each visit: a link works once)."""
+
+    def visit_on(site: Site) -> Visit:
+        def visit(page: Page) -> None:
+            token = run_async(_link_token(site, FACILITATOR[0], purpose))
+            goto(f"{path}/{token}")(page)
+            expect(page.locator("main form button[type=submit]")).to_be_visible()
+
+        return visit
+
+    return visit_on
+
+
+# Pages opened from the links the instance mails (password reset, address confirmation).
+LINK_PAGES: dict[str, Callable[[Site], Visit]] = {
+    "password-reset": mailed_link("/password/reset", accounts.RESET),
+    "email-confirm": mailed_link("/account/confirm", accounts.CONFIRM),
+}
+
+
 # Pages of the published communiqué.
 COMMUNIQUE_PAGES: dict[str, tuple[Role, Callable[[Published], Visit]]] = {
     "communique": ("anonymous", permalink),
+    "home-latest": ("anonymous", home_with_latest),
+    "tag": ("anonymous", tag_page),
     "communique-edit": (
         "facilitator",
         lambda c: goto(f"/manage/{HANDLE}/communiques/{c.public_id}/edit"),
@@ -494,6 +587,13 @@ def test_communique_page_passes_axe_and_csp(
 ) -> None:
     role, visit = COMMUNIQUE_PAGES[name]
     check(auditor, name, visit(cosigned), role, people)
+
+
+@pytest.mark.parametrize("name", LINK_PAGES)
+def test_mailed_link_page_passes_axe_and_csp(
+    auditor: Auditor, site: Site, people: People, name: str
+) -> None:
+    check(auditor, name, LINK_PAGES[name](site), "anonymous", None)
 
 
 # -- the delivery pages, with servers in every state -----------------------------------------
