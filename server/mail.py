@@ -50,7 +50,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server import accounts, memberships
+from server import accounts, i18n, memberships
 from server.config import Settings
 from server.context import Context
 from server.models import (
@@ -406,8 +406,11 @@ def _templates() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
     )
-    env.filters["datetime"] = lambda d: d.strftime("%d %B %Y, %H:%M UTC") if d else ""
+    # Mail is written in the language current where it is rendered (server/i18n.py).
+    env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.filters["datetime"] = i18n.format_datetime
     return env
 
 

@@ -12,7 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from server import instance, ratification
+from server import i18n, instance, ratification
 from server.content import safe_link
 from server.context import Context
 from server.web.session import clear_cookie, cookie_name, csrf_token, current_user, take_flash
@@ -26,9 +26,14 @@ def create_templates() -> Environment:
         autoescape=select_autoescape(["html", "xml"]),
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
-    env.filters["date"] = lambda d: d.strftime("%d %B %Y") if d else ""
-    env.filters["datetime"] = lambda d: d.strftime("%d %B %Y, %H:%M UTC") if d else ""
+    # _() and ngettext() in templates, in the request's language (server/i18n.py).
+    env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    env.filters["date"] = i18n.format_date
+    env.filters["datetime"] = i18n.format_datetime
+    env.filters["number"] = i18n.format_number
+    env.globals["languages"] = i18n.LANGUAGES
     env.filters["decision"] = ratification.summary_text
     env.filters["remote_decision"] = lambda doc: ratification.from_remote(
         doc.get("ratification") if isinstance(doc, dict) else None
@@ -75,20 +80,31 @@ async def render(
     async with ctx.sessions() as session:
         info = await instance.load(session, ctx.settings)
     flash = take_flash(request)
+    user = await current_user(request)
+    i18n.use(
+        i18n.negotiate(
+            chosen=request.cookies.get(cookie_name(ctx.settings, i18n.COOKIE)),
+            preferred=getattr(user, "language", None),
+            accept_language=request.headers.get("accept-language"),
+        )
+    )
     html = env.get_template(template).render(
         instance=info,
         instance_name=info.name,
         base_url=ctx.urls.base,
         urls=ctx.urls,
         host=ctx.urls.host,
-        user=await current_user(request),
+        user=user,
+        lang=i18n.current(),
         csrf_token=csrf_token(request),
         flash=flash,
         path=request.url.path,
         status=status,
         **values,
     )
-    response = HTMLResponse(html, status_code=status, headers={"Vary": "Accept, Cookie"})
+    response = HTMLResponse(
+        html, status_code=status, headers={"Vary": "Accept, Accept-Language, Cookie"}
+    )
     if request.cookies.get(cookie_name(ctx.settings, "flash")):
         clear_cookie(response, ctx.settings, "flash")
     return response

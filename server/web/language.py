@@ -1,0 +1,43 @@
+"""The language switcher: a visitor's choice of language, kept in a cookie for a year."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from server import i18n
+from server.context import Context
+from server.web.session import check_csrf, cookie_name
+
+YEAR = 365 * 24 * 3600
+
+
+def _back_to(value: object) -> str:
+    """A path on this site to go back to; anything else (another site, //host) is "/"."""
+    if not isinstance(value, str) or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    if "\\" in value or any(ord(c) < 32 for c in value) or len(value) > 2000:
+        return "/"
+    return value
+
+
+async def choose(request: Request) -> Response:
+    ctx: Context = request.app.state.ctx
+    form = await request.form()
+    check_csrf(request, form)
+    chosen = form.get("lang")
+    response = RedirectResponse(_back_to(form.get("next")), status_code=303)
+    if isinstance(chosen, str) and chosen in i18n.LANGUAGES:
+        response.set_cookie(
+            cookie_name(ctx.settings, i18n.COOKIE),
+            chosen,
+            max_age=YEAR,
+            httponly=True,
+            samesite="lax",
+            secure=ctx.settings.base_url.startswith("https://"),
+        )
+    return response
+
+
+routes = [Route("/language", choose, methods=["POST"])]
