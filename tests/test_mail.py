@@ -495,7 +495,7 @@ async def test_without_mail_settings_the_instance_works_as_before(
         login = await browser.get("/login")
         assert "sends no e-mail" in login.text and "/password/forgot" not in login.text
         forgot = await browser.get("/password/forgot")
-        assert "sends no e-mail" in forgot.text and "<form" not in forgot.text.split("<main")[1]
+        assert "sends no e-mail" in forgot.text and "<form" not in forgot.text.split("<main")[1].split("</main>")[0]
         assert (await browser.post("/password/forgot", data={"email": ADMIN})).status_code in {
             403,
             404,
