@@ -20,7 +20,7 @@ PORT ?= 8000
 export INTEROCC_DATABASE_URL ?= sqlite+aiosqlite:///data/interocc.sqlite3
 export INTEROCC_BASE_URL ?= http://$(HOST):$(PORT)
 
-.PHONY: install install-run run test test-sqlite test-postgres test-reference lint bench clean \
+.PHONY: translations install install-run run test test-sqlite test-postgres test-reference lint bench clean \
 	chromium
 
 PYTHON_CHECK := $(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -85,7 +85,7 @@ $(BROWSER_STAMP): $(BROWSER_TESTS)/package-lock.json $(BROWSER_TESTS)/package.js
 
 # The whole suite but the reference leg: it needs nothing outside the repository. Two pytest
 # workers (one per core), each test file kept on one worker so that its fixtures are shared.
-PYTEST_MAIN := $(BIN)/pytest --ignore=tests/reference -n 2 --dist loadfile
+PYTEST_MAIN := $(BIN)/pytest --ignore=tests/reference -n 2 --dist loadgroup
 
 test: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 	$(PYTEST_MAIN)
@@ -95,6 +95,22 @@ test-sqlite: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 
 test-postgres: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 	INTEROCC_TEST_BACKENDS=postgresql $(PYTEST_MAIN)
+
+# The translation catalogues (server/translations, docs in README): the strings of the
+# templates and the code extracted, each language's .po brought up to date (new strings come
+# in untranslated: tests/test_i18n.py fails until they are translated), then compiled.
+LOCALES := es fr ca
+translations: install
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project=InterOcc \
+		--copyright-holder="the InterOcc contributors" \
+		-o server/translations/messages.pot server
+	for l in $(LOCALES); do \
+		test -f server/translations/$$l/LC_MESSAGES/messages.po || \
+			$(BIN)/pybabel init -i server/translations/messages.pot -d server/translations -l $$l; \
+		$(BIN)/pybabel update --no-fuzzy-matching -i server/translations/messages.pot \
+			-d server/translations -l $$l || exit 1; \
+	done
+	$(BIN)/pybabel compile -d server/translations
 
 # Other projects' real documents and published vectors, kept outside the repository
 # (INTEROCC_REFERENCE_DIR, relative to this folder; default ../shared/reference).

@@ -255,3 +255,25 @@ async def browser(server: ServerThread) -> AsyncIterator[Callable[[], httpx.Asyn
     yield new
     for client in opened:
         await client.aclose()
+
+
+# Under `--dist loadgroup` (the Makefile's), tests are spread one by one over the workers,
+# except those that share costly module or session fixtures: a browser and its site, the
+# interop peers (node processes), a module's keys or archive. Each such group runs on one
+# worker, so that its fixtures are made once.
+_GROUPED = (
+    "tests/browser/",
+    "tests/interop/",
+    "tests/security/test_archive.py",
+    "tests/test_client_guard.py",
+    "tests/test_signatures.py",
+    "tests/test_ld_signatures.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for prefix in _GROUPED:
+            if item.nodeid.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(prefix))
+                break

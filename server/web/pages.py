@@ -33,7 +33,7 @@ def create_templates() -> Environment:
     env.filters["date"] = i18n.format_date
     env.filters["datetime"] = i18n.format_datetime
     env.filters["number"] = i18n.format_number
-    env.globals["languages"] = i18n.LANGUAGES
+    env.globals["site_languages"] = i18n.LANGUAGES
     env.filters["decision"] = ratification.summary_text
     env.filters["remote_decision"] = lambda doc: ratification.from_remote(
         doc.get("ratification") if isinstance(doc, dict) else None
