@@ -25,6 +25,7 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import i18n
 from server.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from server.models import (
     AccountToken,
@@ -729,3 +730,14 @@ async def export_account(session: AsyncSession, *, user: User, now: datetime) ->
             {"signed_in_at": _iso(s.created_at), "expires_at": _iso(s.expires_at)} for s in sessions
         ],
     }
+
+
+async def set_language(session: AsyncSession, user_id: int, language: str | None) -> None:
+    """The language of the account's pages and e-mail (one of i18n.LANGUAGES, or None)."""
+    if language is not None and language not in i18n.LANGUAGES:
+        raise BadRequest("no such language", field="language")
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such account")
+    user.language = language
+    await session.flush()

@@ -17,6 +17,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -628,7 +629,15 @@ async def _admin_account(
 
 async def cmd_admin_create(settings: Settings, args: argparse.Namespace) -> None:
     async def run(session: AsyncSession, email: str, password: str) -> None:
-        user = await accounts.create_user(session, email=email, password=password, is_admin=True)
+        # The operator of the instance gave this address: it counts as confirmed, so that
+        # the administrator gets its notices (approvals waiting, mail off…) at once.
+        user = await accounts.create_user(
+            session,
+            email=email,
+            password=password,
+            is_admin=True,
+            confirmed_at=datetime.now(UTC),
+        )
         print(f"created the administrator {user.email}")
 
     await _admin_account(settings, args, must_exist=False, fn=run)

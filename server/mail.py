@@ -421,6 +421,17 @@ async def _account(session: AsyncSession, row: MailMessage) -> User:
     return user
 
 
+async def _language_of(session: AsyncSession, row: MailMessage) -> str:
+    """The language of the account the message goes to (by id, else by address)."""
+    query = select(User.language)
+    if row.user_id:
+        query = query.where(User.id == row.user_id)
+    else:
+        query = query.where(User.email == row.recipient.lower())
+    language = await session.scalar(query.limit(1))
+    return language or i18n.DEFAULT
+
+
 def _token_id(token: str) -> int:
     return int(token.partition(".")[0])
 
@@ -754,7 +765,9 @@ async def _send_claimed(
             try:
                 async with session.begin_nested():
                     draft = await _write(session, row, ctx.urls, now=now)
-                    message = compose(env, ctx.settings, ctx.urls, row, draft, now=now)
+                    # In the addressee's language when their account has chosen one.
+                    with i18n.using(await _language_of(session, row)):
+                        message = compose(env, ctx.settings, ctx.urls, row, draft, now=now)
             except Drop as reason:
                 log.info("mail %s (%s) dropped: %s", row.id, row.kind, reason)
                 await session.delete(row)

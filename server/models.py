@@ -169,6 +169,8 @@ class User(Base):
     email_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # An address asked for, waiting for its confirmation before it replaces ``email``.
     pending_email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    # The language of its pages and e-mail (server/i18n.py); None: as the browser asks.
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
 class WebSession(Base):

@@ -357,6 +357,9 @@ def test_admin_accounts_from_the_command_line(database_url: str) -> None:
     assert run.stdout == "created the administrator root@example.org\n"
     rows = query(database_url, select(User.email, User.is_admin, User.status))
     assert [tuple(r) for r in rows] == [("root@example.org", True, UserStatus.ACTIVE)]
+    # The operator gave the address: confirmed, so that notices reach it from the start.
+    (confirmed,) = query(database_url, select(User.email_confirmed_at))
+    assert confirmed[0] is not None
     stored = password_hash(database_url, "root@example.org")
     assert PasswordHasher().verify(stored, PASSWORD_TYPED)
     # Hashed at production cost: argon2id, RFC 9106's low-memory profile. (The test process

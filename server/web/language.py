@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from server import i18n
+from server import accounts, i18n
 from server.context import Context
-from server.web.session import check_csrf, cookie_name
+from server.web.session import check_csrf, cookie_name, current_user
 
 YEAR = 365 * 24 * 3600
 
@@ -29,6 +29,11 @@ async def choose(request: Request) -> Response:
     chosen = form.get("lang")
     response = RedirectResponse(_back_to(form.get("next")), status_code=303)
     if isinstance(chosen, str) and chosen in i18n.LANGUAGES:
+        user = await current_user(request)
+        if user is not None:
+            # Kept with the account too: its e-mail and its other browsers follow.
+            async with ctx.sessions() as session, session.begin():
+                await accounts.set_language(session, user.id, chosen)
         response.set_cookie(
             cookie_name(ctx.settings, i18n.COOKIE),
             chosen,
