@@ -133,3 +133,31 @@ async def test_pages_speak_the_browsers_language_and_the_switcher_keeps_a_choice
         forged = await client.post("/language", data={"lang": "ca", "next": "/"})
         assert forged.status_code == 403
         assert '<html lang="fr">' in (await client.get("/")).text
+
+
+async def test_a_signed_in_choice_is_kept_with_the_account(
+    ctx: Context, server: ServerThread
+) -> None:
+    """The switcher, used while signed in, sets the account's language: another browser of
+    the same account (no cookie, another Accept-Language) gets it too."""
+    from sqlalchemy import select
+
+    from server.models import User
+    from tests.helpers_web import create_user, log_in
+
+    await create_user(ctx, "ana@example.org")
+    async with httpx.AsyncClient(base_url=ctx.urls.base, trust_env=False) as first:
+        await log_in(first, "ana@example.org")
+        page = await first.get("/dashboard")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None
+        chosen = await first.post(
+            "/language", data={"csrf_token": token.group(1), "lang": "ca", "next": "/dashboard"}
+        )
+        assert chosen.status_code == 303
+    async with ctx.sessions() as session:
+        assert await session.scalar(select(User.language)) == "ca"
+    async with httpx.AsyncClient(base_url=ctx.urls.base, trust_env=False) as second:
+        await log_in(second, "ana@example.org")
+        other = await second.get("/dashboard", headers={"Accept-Language": "fr"})
+        assert '<html lang="ca">' in other.text
