@@ -410,6 +410,8 @@ def _templates() -> Environment:
     )
     # Mail is written in the language current where it is rendered (server/i18n.py).
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    # {% trans %} blocks are looked up with their whitespace collapsed, as extracted (babel.cfg).
+    env.policies["ext.i18n.trimmed"] = True
     env.filters["datetime"] = i18n.format_datetime
     return env
 

@@ -495,7 +495,8 @@ async def test_without_mail_settings_the_instance_works_as_before(
         login = await browser.get("/login")
         assert "sends no e-mail" in login.text and "/password/forgot" not in login.text
         forgot = await browser.get("/password/forgot")
-        assert "sends no e-mail" in forgot.text and "<form" not in forgot.text.split("<main")[1].split("</main>")[0]
+        main = forgot.text.split("<main")[1].split("</main>")[0]
+        assert "sends no e-mail" in forgot.text and "<form" not in main
         assert (await browser.post("/password/forgot", data={"email": ADMIN})).status_code in {
             403,
             404,
@@ -512,3 +513,19 @@ async def test_without_mail_settings_the_instance_works_as_before(
     assert await count(ctx, MailMessage) == 1
     assert await mail.run_once(ctx) == 0
     assert await count(ctx, MailMessage) == 0
+
+
+async def test_mail_is_written_in_the_addressees_language(ctx: Context, smtp: MailServer) -> None:
+    """An account that chose Spanish gets its notices in Spanish; the others in English."""
+    alice = await confirmed_user(ctx, ALICE)
+    async with ctx.sessions() as session, session.begin():
+        await accounts.set_language(session, alice, "es")
+        await assemblies.create(session, handle="plaza", name="Plaza", requested_by_id=alice)
+    async with ctx.sessions() as session, session.begin():
+        await assemblies.approve(session, "plaza", now=ctx.clock())
+    assert await mail.run_once(ctx) == 1
+    (message,) = smtp.received
+    assert message.to == ALICE
+    english = "@plaza is approved"
+    assert english not in message.subject and "@plaza" in message.subject
+    assert message.link("/manage/plaza")

@@ -30,6 +30,8 @@ def create_templates() -> Environment:
     )
     # _() and ngettext() in templates, in the request's language (server/i18n.py).
     env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    # {% trans %} blocks are looked up with their whitespace collapsed, as extracted (babel.cfg).
+    env.policies["ext.i18n.trimmed"] = True
     env.filters["date"] = i18n.format_date
     env.filters["datetime"] = i18n.format_datetime
     env.filters["number"] = i18n.format_number

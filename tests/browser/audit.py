@@ -120,9 +120,16 @@ class Auditor:
     bypasses it."""
 
     def __init__(
-        self, browser: Browser, *, base_url: str, axe_script: Path, artifacts: Path
+        self,
+        browser: Browser,
+        *,
+        base_url: str,
+        axe_script: Path,
+        artifacts: Path,
+        locale: str | None = None,
     ) -> None:
         self.browser = browser
+        self.locale = locale  # the browser's language (its Accept-Language); None: English
         self.base_url = base_url
         self.axe_script = axe_script
         self.screenshots = artifacts / "screenshots"
@@ -140,7 +147,11 @@ class Auditor:
         key = (who, bypass_csp)
         if key not in self._tabs:
             context = self.browser.new_context(
-                base_url=self.base_url, viewport=DESKTOP, storage_state=state, bypass_csp=bypass_csp
+                base_url=self.base_url,
+                viewport=DESKTOP,
+                storage_state=state,
+                bypass_csp=bypass_csp,
+                **({"locale": self.locale} if self.locale else {}),
             )
             context.set_default_timeout(TIMEOUT_MS)
             self._tabs[key] = context.new_page()

@@ -48,7 +48,7 @@ from server import accounts, archive, assemblies, exports, moving
 from server.context import create_context
 from server.models import Activity, Communique, Share
 from tests.browser.audit import TIMEOUT_MS, Auditor, Visit
-from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Site, run_async
+from tests.browser.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, ARTIFACTS, Site, run_async
 from tests.support import deliveries as delivery_scene
 from tests.support.peer import Received
 
@@ -898,3 +898,51 @@ def test_a_non_image_disguised_as_an_image_is_refused(facilitator_page: Page) ->
     payload = file_payload("photo.png", b"#!/bin/sh\necho this is no picture\n" * 20)
     error = publish_with_attachment(facilitator_page, payload)
     expect(error).to_contain_text(re.compile(r"image|picture|PNG|JPEG|type", re.I))
+
+
+# -- the same pages in Spanish ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def spanish_auditor(browser: Browser, site: Site, axe_script: Path) -> Iterator[Auditor]:
+    """A visitor whose browser asks for Spanish (es-ES)."""
+    auditor = Auditor(
+        browser, base_url=site.base_url, axe_script=axe_script, artifacts=ARTIFACTS, locale="es-ES"
+    )
+    yield auditor
+    auditor.close()
+
+
+def in_spanish(visit: Visit, *words: str) -> Visit:
+    def spanish(page: Page) -> None:
+        visit(page)
+        expect(page.locator("html")).to_have_attribute("lang", "es")
+        for word in words:
+            expect(page.locator("body")).to_contain_text(word)
+
+    return spanish
+
+
+SPANISH_PAGES: dict[str, tuple[Role, Visit]] = {
+    "home-es": ("anonymous", in_spanish(goto("/"), "Asambleas")),
+    "about-es": ("anonymous", in_spanish(goto("/about"))),
+    "signup-es": ("anonymous", in_spanish(goto("/signup"), "Registrarse")),
+    "login-es": ("anonymous", in_spanish(goto("/login"), "Iniciar sesión")),
+    "assembly-es": ("anonymous", in_spanish(goto(f"/actors/{HANDLE}"))),
+    "dashboard-es": ("facilitator", in_spanish(goto("/dashboard"), "Panel")),
+    "manage-es": ("facilitator", in_spanish(goto(f"/manage/{HANDLE}"), "comunicado")),
+    "compose-es": ("facilitator", in_spanish(goto(f"/manage/{HANDLE}/compose"), "Publicar")),
+    "settings-es": ("facilitator", in_spanish(goto(f"/manage/{HANDLE}/settings"))),
+    "facilitators-es": ("facilitator", in_spanish(goto(f"/manage/{HANDLE}/facilitators"))),
+    "account-es": ("facilitator", in_spanish(goto("/account"), "Cuenta")),
+    "admin-es": ("admin", in_spanish(goto("/admin"), "Administración")),
+    "admin-assemblies-es": ("admin", in_spanish(goto("/admin/assemblies"))),
+}
+
+
+@pytest.mark.parametrize("name", SPANISH_PAGES)
+def test_page_in_spanish_passes_axe_and_csp(
+    spanish_auditor: Auditor, people: People, published: Published, name: str
+) -> None:
+    role, visit = SPANISH_PAGES[name]
+    check(spanish_auditor, name, visit, role, people)
