@@ -85,7 +85,7 @@ $(BROWSER_STAMP): $(BROWSER_TESTS)/package-lock.json $(BROWSER_TESTS)/package.js
 
 # The whole suite but the reference leg: it needs nothing outside the repository. Two pytest
 # workers (one per core), each test file kept on one worker so that its fixtures are shared.
-PYTEST_MAIN := $(BIN)/pytest --ignore=tests/reference -n 2 --dist loadgroup
+PYTEST_MAIN := $(BIN)/pytest --ignore=tests/reference -n 2 --dist loadfile
 
 test: install $(NODE_STAMP) $(BOVINE_STAMP) chromium $(BROWSER_STAMP)
 	$(PYTEST_MAIN)

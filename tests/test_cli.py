@@ -188,6 +188,7 @@ def seed_file() -> Path:
 # ---- tests -------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_walkthrough
 def test_assembly_lifecycle_posting_and_every_mistake(database_url: str) -> None:
     run = ok(database_url, "migrate")  # already migrated: a no-op that says so
     assert "up to date" in run.stdout
@@ -348,6 +349,7 @@ async def _sign_in_somewhere(database_url: str, email: str) -> None:
         await ctx.aclose()
 
 
+@pytest.mark.sqlite_walkthrough
 def test_admin_accounts_from_the_command_line(database_url: str) -> None:
     # The password comes from standard input when it is not a terminal.
     run = with_input(
@@ -439,6 +441,7 @@ def test_at_a_terminal_the_password_is_asked_twice(
     assert PasswordHasher().verify(password_hash(database_url, "root@example.org"), PASSWORD_TYPED)
 
 
+@pytest.mark.sqlite_walkthrough
 def test_follow_and_unfollow_from_the_command_line(database_url: str) -> None:
     ok(database_url, "migrate")
     for handle in ("sol", "plaza"):

@@ -186,6 +186,7 @@ async def _publish(database_url: str, base_url: str) -> None:
         await ctx.aclose()
 
 
+@pytest.mark.sqlite_walkthrough
 def test_a_database_from_before_adopts_its_address_at_the_next_migrate(database_url: str) -> None:
     # The tests' databases are migrated without an address, as every database was before.
     assert ok(database_url, "instance", "address").stdout == (
@@ -214,6 +215,7 @@ def test_a_database_from_before_adopts_its_address_at_the_next_migrate(database_
 # ---- changing the address ----------------------------------------------------------------
 
 
+@pytest.mark.sqlite_walkthrough
 def test_set_address_changes_it_before_the_instance_federates(database_url: str) -> None:
     ok(database_url, "migrate")
     done = ok(database_url, "instance", "set-address", "HTTPS://Assemblies.Example.org/")
@@ -249,6 +251,7 @@ def test_set_address_changes_it_before_the_instance_federates(database_url: str)
     assert recorded(database_url) == BASE_URL
 
 
+@pytest.mark.sqlite_walkthrough
 def test_restore_into_a_migrated_database_keeps_its_address(
     database_url: str, second_database_url: str, tmp_path: Path
 ) -> None:
