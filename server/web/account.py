@@ -747,23 +747,31 @@ async def forgot_password(request: Request) -> Response:
     return await render(request, "password_forgot.html", sent=RESET_SENT, mail_on=mail_on)
 
 
+async def _reset_page(
+    request: Request, token: str, form: FormState, *, status: int = 200
+) -> Response:
+    """The new-password form of a reset link, or its "this link does not work" (400)."""
+    ctx = _ctx(request)
+    async with ctx.sessions() as session:
+        holder = await accounts.check_link_token(
+            session, token, purpose=accounts.RESET, now=ctx.clock()
+        )
+    page = await render(
+        request,
+        "password_reset.html",
+        status=status if holder else 400,
+        invalid=holder is None,
+        email=holder.user.email if holder else None,
+        form=form,
+    )
+    return _link_page(page)
+
+
 async def reset_password(request: Request) -> Response:
     ctx = _ctx(request)
     token = request.path_params["token"]
     if request.method == "GET":
-        async with ctx.sessions() as session:
-            holder = await accounts.check_link_token(
-                session, token, purpose=accounts.RESET, now=ctx.clock()
-            )
-        page = await render(
-            request,
-            "password_reset.html",
-            status=200 if holder else 400,
-            invalid=holder is None,
-            email=holder.user.email if holder else None,
-            form=FormState(),
-        )
-        return _link_page(page)
+        return await _reset_page(request, token, FormState())
 
     form = await read_form(request)
     password = text(form, "password", max_length=PASSWORD_FIELD_MAX)
@@ -779,19 +787,7 @@ async def reset_password(request: Request) -> Response:
                 request, "password_reset.html", status=400, invalid=True, form=FormState()
             )
             return _link_page(page)
-        async with ctx.sessions() as session:
-            holder = await accounts.check_link_token(
-                session, token, purpose=accounts.RESET, now=ctx.clock()
-            )
-        page = await render(
-            request,
-            "password_reset.html",
-            status=exc.status,
-            invalid=holder is None,
-            email=holder.user.email if holder else None,
-            form=FormState().fail(exc),
-        )
-        return _link_page(page)
+        return await _reset_page(request, token, FormState().fail(exc), status=exc.status)
     response = redirect(
         request,
         "/login",
