@@ -161,3 +161,34 @@ async def test_a_signed_in_choice_is_kept_with_the_account(
         await log_in(second, "ana@example.org")
         other = await second.get("/dashboard", headers={"Accept-Language": "fr"})
         assert '<html lang="ca">' in other.text
+
+
+# aria-label="{{ _("…") }}" on an element whose text is {{ _("…") }}.
+LABELLED = re.compile(
+    r'aria-label="\{\{ _\("((?:[^"\\]|\\.)*)"[^}]*\}\}"[^>]*>\s*'
+    r'\{\{ _\("((?:[^"\\]|\\.)*)"'
+)
+
+
+def test_a_named_button_says_its_visible_words_in_every_language() -> None:
+    """WCAG 2.5.3 (label in name): where a template gives a button or link an aria-label
+    beside its visible text, each translation of the label contains the visible words."""
+    pairs = set()
+    for path in (ROOT / "server" / "web" / "templates").rglob("*.html"):
+        source = path.read_text(encoding="utf-8")
+        for match in LABELLED.finditer(source):
+            pairs.add((path.name, match.group(1), match.group(2)))
+    assert pairs  # the templates do have such buttons
+    for locale in SHIPPED:
+        path = ROOT / "server" / "translations" / locale / "LC_MESSAGES" / "messages.po"
+        with path.open("rb") as handle:
+            catalog = read_po(handle, locale=locale)
+        for name, label, visible in pairs:
+            assert visible.lower() in label.lower(), (name, label, visible)
+            said, shown = catalog.get(label), catalog.get(visible)
+            assert said is not None and shown is not None, (locale, label, visible)
+            assert str(shown.string).lower() in str(said.string).lower(), (
+                locale,
+                name,
+                said.string,
+            )
