@@ -8,7 +8,8 @@ inbox as it runs, and the peer's own calls of Fedify's exported ``verifyJsonLd``
 POST (``checks`` in the control API; fedify-peer/server.mjs, ``ownChecks``).
 
 - Our signatures verify with Fedify: ``test_fedify_verifies_an_assemblys_proofs_and_signature``
-  (Create, Update, and the Delete's proof) and ``test_fedify_verifies_the_ld_signature_of_a_delete``.
+  (Create, Update, and the Delete's proof) and
+  ``test_fedify_verifies_the_ld_signature_of_a_delete``.
 - Two InterOcc instances and the peer, which follows only the author B; A co-signs; B forwards
   A's Announce, signed over HTTP by B; Fedify accepts it on A's own signature and proof and
   never asks A's server for it (no origin check):

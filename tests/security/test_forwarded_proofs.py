@@ -186,6 +186,21 @@ async def test_an_unproven_forward_is_confirmed_at_its_origin(
     assert attacker.gets(activity_path(activity, attacker)) == [activity_path(activity, attacker)]
 
 
+async def test_a_proof_in_another_suite_is_not_judged_the_origin_is_asked(
+    ctx: Context, scene: dict[str, Any], attacker: Attacker
+) -> None:
+    """A suite we do not implement (eddsa-rdfc-2022) is neither believed nor called forged:
+    the activity is confirmed at its origin like an unproven one."""
+    author: Author = scene["author"]
+    activity = author.prove(announce(author, attacker, scene["note_url"]))
+    activity["proof"]["cryptosuite"] = "eddsa-rdfc-2022"
+    attacker.serve(activity_path(activity, attacker), activity)
+    answer = await forward(ctx, scene["forwarder"], activity)
+    assert answer.status_code == 202, answer.text
+    (share,) = await shares(ctx)
+    assert share.verified_with == "origin"
+
+
 # ---- what is refused, with nothing stored -----------------------------------------------
 
 
