@@ -172,6 +172,7 @@ def create_app(
         middleware=[
             Middleware(AccessLogMiddleware),
             Middleware(SecurityMiddleware, settings=settings),
+            Middleware(language.LanguageMiddleware, settings=settings),
         ],
         exception_handlers={
             InterOccError: _error,

@@ -15,7 +15,14 @@ from starlette.responses import HTMLResponse
 from server import i18n, instance, ratification
 from server.content import safe_link
 from server.context import Context
-from server.web.session import clear_cookie, cookie_name, csrf_token, current_user, take_flash
+from server.web.session import (
+    clear_cookie,
+    cookie_name,
+    csrf_token,
+    current_user,
+    take_flash,
+    use_request_language,
+)
 
 HERE = Path(__file__).parent
 
@@ -83,13 +90,7 @@ async def render(
         info = await instance.load(session, ctx.settings)
     flash = take_flash(request)
     user = await current_user(request)
-    i18n.use(
-        i18n.negotiate(
-            chosen=request.cookies.get(cookie_name(ctx.settings, i18n.COOKIE)),
-            preferred=getattr(user, "language", None),
-            accept_language=request.headers.get("accept-language"),
-        )
-    )
+    use_request_language(request, ctx.settings, preferred=getattr(user, "language", None))
     html = env.get_template(template).render(
         instance=info,
         instance_name=info.name,

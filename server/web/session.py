@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Message
 
-from server import accounts
+from server import accounts, i18n
 from server.config import Settings
 from server.context import Context
 from server.errors import Forbidden, LoginRequired, NotFound, PayloadTooLarge
@@ -244,8 +244,26 @@ async def current_user(request: Request) -> User | None:
         ctx = _ctx(request)
         async with ctx.sessions() as session:
             user = await accounts.session_user(session, token, now=ctx.clock())
+        if user is not None and user.language:
+            # The account's language comes after the visitor's own choice (the switcher's
+            # cookie) and before the browser's: LanguageMiddleware could not know it yet.
+            use_request_language(request, ctx.settings, preferred=user.language)
     state["user"] = user
     return user
+
+
+def use_request_language(
+    request: Request, settings: Settings, *, preferred: str | None = None
+) -> None:
+    """Make the request's language (server/i18n.py's order) the language of the rest of it:
+    of its pages, and of the errors and notices its handlers write."""
+    i18n.use(
+        i18n.negotiate(
+            chosen=request.cookies.get(cookie_name(settings, i18n.COOKIE)),
+            preferred=preferred,
+            accept_language=request.headers.get("accept-language"),
+        )
+    )
 
 
 def safe_next(target: str | None) -> str:
